@@ -1,0 +1,52 @@
+"""The command line: ``python -m srlm_pl {fit,validate,test,predict} --config CONFIG.yaml``.
+
+A ``LightningCLI`` in subclass mode for model and data, so ``model.class_path`` swaps the strategy
+(``srlm_pl.SFTModule``, ``srlm_pl.DistillModule``, ``srlm_pl.GRPOModule``) and ``data.class_path`` the
+data module. The policy spec is given once (``model.init_args.policy``) and linked to the data
+module's tokenizer. The resolved config is saved next to the logs and overwritten on reruns.
+"""
+
+from __future__ import annotations
+
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningCLI
+
+from srlm_pl.data.datamodules import BaseDataModule
+from srlm_pl.modules.base import PostTrainingModule
+
+
+CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
+CHECKPOINT = "srlm_pl.callbacks.Checkpoint"
+
+
+class SRLMCLI(LightningCLI):
+    """LightningCLI with the policy → tokenizer link and run-folder defaults.
+
+    Defaults filled in before instantiation (and saved with the config): a CSV logger under
+    ``trainer.default_root_dir`` when no logger is configured, and a ``srlm_pl.callbacks.Checkpoint``
+    (``last.ckpt`` in ``<default_root_dir>/checkpoints``) when no checkpoint callback is configured, so
+    ``fit --ckpt_path last`` always resumes.
+    """
+
+    def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse parser)
+        parser.link_arguments("model.init_args.policy", "data.init_args.tokenizer", apply_on="parse")
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = cfg.trainer
+        root = trainer.default_root_dir or "."
+        if trainer.logger is None or trainer.logger is True:
+            trainer.logger = Namespace(class_path=CSV_LOGGER, init_args=Namespace(save_dir=root, name="logs"))
+        callbacks = trainer.callbacks or []
+        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        if self.subcommand == "fit" and trainer.enable_checkpointing is not False and not any(
+                "Checkpoint" in str(getattr(cb, "class_path", "")) for cb in callbacks):
+            callbacks.append(Namespace(class_path=CHECKPOINT, init_args=Namespace()))
+            trainer.callbacks = callbacks
+
+
+def main(args: list[str] | None = None) -> SRLMCLI:
+    return SRLMCLI(
+        PostTrainingModule, BaseDataModule, subclass_mode_model=True, subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False, args=args,
+    )

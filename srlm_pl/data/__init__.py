@@ -1,0 +1,1 @@
+"""Data: sources, built-in generators, templates, collation and the DataModule family."""

@@ -1,0 +1,259 @@
+"""Where rows come from, and row validation that names the file, line and field of a bad row.
+
+A ``DataSource`` is one of:
+
+- ``builtin``: the seeded word-problem generator (``srlm_pl.data.generators``), offline;
+- a local ``.jsonl`` / ``.json`` / ``.parquet`` file, or a folder holding ``{split}.jsonl`` (etc.),
+  which is the layout of ``../shared/data``;
+- anything else is a Hugging Face dataset id loaded with ``datasets.load_dataset(path, config, split)``.
+
+Every row is normalised to ``{"id", "question", "solution", "answer"}``. A row with a missing, empty or
+wrongly typed field, or a malformed JSON line, raises ``DataError`` naming ``file:line`` (or
+``dataset[split] row N``) and the field, or is skipped and counted when ``on_bad_row: skip``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from srlm_pl.data.answers import gold_from_solution
+from srlm_pl.data.generators import WordProblemGenerator, difficulty_preset
+
+log = logging.getLogger(__name__)
+LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file/dataset, the row and the field."""
+
+
+@dataclass
+class BuiltinProblems:
+    """The built-in word-problem generator (used when ``path: builtin``).
+
+    Args:
+        level: difficulty preset 1-4 (number of reasoning steps; larger numbers and more operations).
+        num_problems: rows to generate.
+        seed: generator seed; use different seeds for train and validation splits.
+        max_value: override the preset's largest operand (``null`` keeps the preset's).
+        calculator_annotations: write GSM8K's ``<<a+b=c>>`` annotations into solutions.
+    """
+
+    level: int = 1
+    num_problems: int = 2000
+    seed: int = 0
+    max_value: int | None = None
+    calculator_annotations: bool = False
+
+    def generator(self) -> WordProblemGenerator:
+        base = difficulty_preset(self.level, self.seed)
+        return WordProblemGenerator(
+            min_steps=base.min_steps, max_steps=base.max_steps,
+            max_value=self.max_value or base.max_value, operations=base.operations,
+            calculator_annotations=self.calculator_annotations, seed=self.seed)
+
+
+@dataclass
+class DataSource:
+    """One split of a dataset and how its fields map to question / solution / answer.
+
+    Args:
+        path: ``builtin``, a local file (.jsonl/.json/.parquet), a folder with ``{split}.jsonl``, or a
+            Hugging Face dataset id (``openai/gsm8k``).
+        config: Hugging Face dataset config name (``main`` for GSM8K).
+        split: split name (``train``, ``test``, or a slice such as ``train[:512]`` for hub datasets).
+        question_field: field holding the question; a list joins several fields with a space
+            (SVAMP: ``[Body, Question]``).
+        solution_field: field holding a worked solution (GSM8K ``answer``, MATH ``solution``); ``null``
+            when the data has only final answers (then it can be used for RL/evaluation, not SFT).
+        answer_field: field holding the final answer (MATH ``answer``); ``null`` extracts it from the
+            solution's ``#### N`` or last ``\\boxed{}``.
+        id_field: field holding a row id; ``null`` numbers the rows.
+        offset: skip this many rows first.
+        limit: keep at most this many rows (after ``offset``); ``null`` keeps all.
+        on_bad_row: ``error`` stops at the first bad row; ``skip`` drops it and counts it.
+        builtin: generator settings when ``path`` is ``builtin``.
+    """
+
+    path: str = "builtin"
+    config: str | None = None
+    split: str = "train"
+    question_field: str | list[str] = "question"
+    solution_field: str | None = "answer"
+    answer_field: str | None = None
+    id_field: str | None = None
+    offset: int = 0
+    limit: int | None = None
+    on_bad_row: Literal["error", "skip"] = "error"
+    builtin: BuiltinProblems = field(default_factory=BuiltinProblems)
+
+    def describe(self) -> str:
+        if self.path == "builtin":
+            b = self.builtin
+            return f"builtin(level={b.level}, n={b.num_problems}, seed={b.seed})"
+        return f"{self.path}[{self.config + ':' if self.config else ''}{self.split}]"
+
+
+@dataclass
+class LoadReport:
+    """What loading a source did: rows read, kept and skipped (with the first reasons)."""
+
+    source: str
+    read: int = 0
+    kept: int = 0
+    skipped: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+
+# Presets for the datasets of ../shared/data (and their hub equivalents in the README).
+PRESETS: dict[str, dict[str, Any]] = {
+    "gsm8k": dict(question_field="question", solution_field="answer", answer_field=None),
+    "math500": dict(question_field="problem", solution_field="solution", answer_field="answer",
+                    id_field="unique_id"),
+    "svamp": dict(question_field=["Body", "Question"], solution_field=None, answer_field="Answer",
+                  id_field="ID"),
+    "amc23": dict(question_field="problem", solution_field=None, answer_field="answer", id_field="id"),
+    "aime24": dict(question_field="problem", solution_field="solution", answer_field="answer", id_field="id"),
+}
+
+
+def preset_source(name: str, root: str | Path, split: str = "test", **overrides: Any) -> DataSource:
+    """A ``DataSource`` for one of the shared datasets (``gsm8k``, ``math500``, ``svamp``, ...)."""
+    if name not in PRESETS:
+        raise DataError(f"unknown dataset preset {name!r}; known: {sorted(PRESETS)}")
+    return DataSource(path=str(Path(root) / name), split=split, **{**PRESETS[name], **overrides})
+
+
+def _local_file(src: DataSource) -> Path | None:
+    p = Path(src.path).expanduser()
+    if p.is_file():
+        return p
+    if p.is_dir():
+        for suffix in LOCAL_SUFFIXES:
+            if (p / f"{src.split}{suffix}").is_file():
+                return p / f"{src.split}{suffix}"
+        raise DataError(f"{p}: no {src.split}.jsonl/.json/.parquet in this folder (data source split={src.split!r})")
+    if p.suffix in LOCAL_SUFFIXES or src.path.startswith(("/", ".", "~")):
+        raise DataError(f"data file {src.path!r} does not exist")
+    return None
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield f"{path}:{lineno}", json.loads(line)
+            except json.JSONDecodeError as err:
+                yield f"{path}:{lineno}", DataError(f"{path}:{lineno}: malformed JSON ({err.msg} at column {err.colno})")
+
+
+def _read_rows(src: DataSource) -> Iterator[tuple[str, Any]]:
+    """(location, row) pairs; a row may be a DataError to report or skip."""
+    if src.path == "builtin":
+        gen = src.builtin.generator()
+        for i in range(src.builtin.num_problems):
+            yield f"builtin row {i}", gen.problem(i).as_row(i)
+        return
+    path = _local_file(src)
+    if path is None:
+        yield from _read_hub(src)
+    elif path.suffix == ".jsonl":
+        yield from _read_jsonl(path)
+    elif path.suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        rows = data.get("data", data) if isinstance(data, dict) else data
+        if not isinstance(rows, list):
+            raise DataError(f"{path}: expected a JSON list of objects (or {{'data': [...]}})")
+        for i, row in enumerate(rows):
+            yield f"{path} item {i}", row
+    else:
+        import pyarrow.parquet as pq
+
+        for i, row in enumerate(pq.read_table(path).to_pylist()):
+            yield f"{path} row {i}", row
+
+
+def _read_hub(src: DataSource) -> Iterator[tuple[str, Any]]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(src.path, src.config, split=src.split)
+    except Exception as err:  # datasets raises many types for "not found"/"offline"
+        raise DataError(
+            f"could not load dataset {src.path!r} (config={src.config!r}, split={src.split!r}) as a local file, "
+            f"folder or Hugging Face dataset: {type(err).__name__}: {err}. Offline, point `path` at a local "
+            f".jsonl/.json/.parquet file or a folder holding {src.split}.jsonl.") from err
+    for i, row in enumerate(ds):
+        yield f"{src.path}[{src.split}] row {i}", row
+
+
+def _text(row: dict, name: str, where: str) -> str:
+    if name not in row or row[name] is None:
+        raise DataError(f"{where}: field {name!r} is missing (row has {sorted(row)})")
+    value = row[name]
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise DataError(f"{where}: field {name!r} has type {type(value).__name__}, expected text or a number")
+    if isinstance(value, float):
+        value = str(int(value)) if value.is_integer() else repr(value)
+    text = str(value).strip()
+    if not text:
+        raise DataError(f"{where}: field {name!r} is empty")
+    return text
+
+
+def normalise_row(row: Any, src: DataSource, where: str, index: int, need: tuple[str, ...]) -> dict[str, Any]:
+    """Validate one raw row and map it to ``{id, question, solution, answer}``."""
+    if isinstance(row, DataError):
+        raise row
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    fields = [src.question_field] if isinstance(src.question_field, str) else list(src.question_field)
+    question = " ".join(_text(row, f, where) for f in fields)
+    solution = _text(row, src.solution_field, where) if src.solution_field else None
+    if src.answer_field:
+        answer = _text(row, src.answer_field, where)
+    else:
+        answer = gold_from_solution(solution) if solution else None
+        if answer is None and "answer" in need:
+            raise DataError(f"{where}: field {src.solution_field!r} has no final answer (`#### N` or \\boxed{{}}); "
+                            "set answer_field to the field holding it")
+    if "solution" in need and solution is None:
+        raise DataError(f"{where}: this data module needs worked solutions but solution_field is null "
+                        f"(source {src.describe()})")
+    rid = str(row[src.id_field]) if src.id_field and src.id_field in row else str(index)
+    return {"id": rid, "question": question, "solution": solution, "answer": answer}
+
+
+def load_rows(src: DataSource, need: tuple[str, ...] = ("question",)) -> tuple[list[dict[str, Any]], LoadReport]:
+    """Read, validate and normalise a source's rows (after ``offset``/``limit``)."""
+    report = LoadReport(src.describe())
+    rows: list[dict[str, Any]] = []
+    for index, (where, raw) in enumerate(_read_rows(src)):
+        if index < src.offset:
+            continue
+        if src.limit is not None and report.read >= src.limit:
+            break
+        report.read += 1
+        try:
+            rows.append(normalise_row(raw, src, where, index, need))
+        except DataError as err:
+            if src.on_bad_row == "error":
+                raise
+            report.skipped += 1
+            if len(report.reasons) < 20:
+                report.reasons.append(str(err))
+    report.kept = len(rows)
+    if report.skipped:
+        log.warning("%s: skipped %d bad rows of %d (first: %s)", report.source, report.skipped, report.read,
+                    report.reasons[0])
+    if not rows:
+        raise DataError(f"{src.describe()}: no usable rows (read {report.read}, skipped {report.skipped}"
+                        + (f"; first problem: {report.reasons[0]}" if report.reasons else "") + ")")
+    return rows, report

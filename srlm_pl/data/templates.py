@@ -1,0 +1,54 @@
+"""Prompt and completion text: the tokenizer's chat template or a plain template, and answer formats."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from srlm_pl.data.answers import AnswerFormat, format_solution, strip_calculator
+
+GSM8K_INSTRUCTION = "Solve the following math problem step by step. End your response with '#### N' where N is " \
+                    "the final answer."
+BOXED_INSTRUCTION = "Solve the following math problem step by step. Put your final answer within \\boxed{}."
+ANSWER_IS_INSTRUCTION = "Solve the following math problem. Reason step by step, and end your response with " \
+                        "'The answer is N' where N is the final number."
+
+
+@dataclass
+class PromptTemplate:
+    """How a question becomes a prompt and a worked solution becomes the target completion.
+
+    Args:
+        style: ``chat`` applies the tokenizer's chat template (a user turn, then the assistant turn is
+            the completion); ``plain`` formats ``plain_template`` and the completion follows after a space.
+        system_prompt: system message for ``chat`` style; ``null`` sends none (the template may add its own).
+        instruction: text put before the question in the user turn (``null`` for none), e.g. asking for
+            ``\\boxed{}`` or ``#### N``.
+        plain_template: the ``plain`` prompt; ``{question}`` is replaced by the question.
+        answer_format: how the completion states its final answer: ``gsm8k`` (``#### N``), ``boxed``
+            (``\\boxed{N}``), ``answer_is`` (``The answer is N.``) or ``keep`` (the solution unchanged).
+        strip_calculator: remove GSM8K's ``<<48/2=24>>`` calculator annotations from solutions.
+    """
+
+    style: Literal["chat", "plain"] = "chat"
+    system_prompt: str | None = None
+    instruction: str | None = None
+    plain_template: str = "Question: {question}\nAnswer:"
+    answer_format: AnswerFormat = "gsm8k"
+    strip_calculator: bool = True
+
+    def prompt(self, question: str, tokenizer: Any) -> str:
+        user = f"{self.instruction}\n\n{question}" if self.instruction else question
+        if self.style == "plain":
+            return self.plain_template.replace("{question}", user)
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("data.template.style is 'chat' but the tokenizer has no chat template; "
+                             "use style: plain")
+        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        messages.append({"role": "user", "content": user})
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def completion(self, solution: str, answer: str | None) -> str:
+        text = strip_calculator(solution) if self.strip_calculator else solution
+        text = format_solution(text.strip(), answer, self.answer_format)
+        return f" {text}" if self.style == "plain" else text

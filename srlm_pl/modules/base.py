@@ -1,0 +1,149 @@
+"""What every strategy shares: the policy (built in ``configure_model``), optimizer and schedule
+injection, hidden states without full-vocabulary logits, and generation-based validation.
+
+Strategies subclass ``PostTrainingModule`` only for this plumbing; their algorithms live in
+``losses.py``, ``generation.py`` and ``rollout.py`` as plain functions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from torchmetrics import MeanMetric
+
+from srlm_pl.models import ModelSpec, count_parameters, load_model, load_tokenizer
+from srlm_pl.optim import AdamW, WarmupCosine
+
+SchedulerCallable = Callable[[Optimizer, int], LRScheduler]
+
+
+@dataclass
+class ValGeneration:
+    """Generation-based validation: greedy decoding on validation prompts, scored by the math verifier.
+
+    Args:
+        num_prompts: validation prompts decoded per validation run (per process).
+        max_new_tokens: completion budget per prompt.
+        timeout: verifier deadline per answer, seconds.
+    """
+
+    num_prompts: int = 64
+    max_new_tokens: int = 256
+    timeout: float = 1.0
+
+
+def hidden_states(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+    """Final (normed) hidden states ``[B, T, H]`` through the model's own forward, with the LM head
+    evaluated on the last position only, so no ``[B, T, V]`` logits are ever materialised."""
+    out = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                position_ids=batch.get("position_ids"), use_cache=False, logits_to_keep=1,
+                output_hidden_states=True)
+    return out.hidden_states[-1]
+
+
+def lm_head(model: nn.Module) -> nn.Module:
+    return model.get_output_embeddings()
+
+
+def completion_positions(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Boolean mask of positions ``t`` whose next token ``labels[t+1]`` is a target, and those targets."""
+    mask = labels[:, 1:] != -100  # [B, T-1]
+    return mask, labels[:, 1:][mask]
+
+
+class PostTrainingModule(L.LightningModule):
+    """Base of SFT, distillation and GRPO modules (not used directly)."""
+
+    def __init__(
+        self,
+        policy: ModelSpec | None = None,
+        optimizer: OptimizerCallable = AdamW,
+        scheduler: SchedulerCallable = WarmupCosine,
+        val_generation: ValGeneration | None = None,
+        loss_chunk_size: int = 1024,
+    ) -> None:
+        super().__init__()
+        self.policy_spec = policy or ModelSpec()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.val_generation = val_generation
+        self.loss_chunk_size = loss_chunk_size
+        self.model: nn.Module | None = None
+        self.tokenizer: Any = None
+        self.val_accuracy = MeanMetric()
+        self._step_clock: float | None = None
+
+    # -- model ---------------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        self.tokenizer = load_tokenizer(self.policy_spec, key="model.policy")
+        self.model = load_model(self.policy_spec, self.tokenizer, trainable=True, key="model.policy")
+
+    def on_fit_start(self) -> None:
+        trainable, total = count_parameters(self.model)
+        self.print(f"policy {self.policy_spec.name_or_path}: {trainable:,} trainable of {total:,} parameters")
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and hasattr(dm, "stats") and self.logger is not None:
+            self.logger.log_metrics({k: float(v) for k, v in dm.stats().items()}, step=self.global_step)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def optimizer_steps_per_batch(self) -> int:
+        return 1
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.trainable_parameters())
+        total = int(self.trainer.estimated_stepping_batches) * self.optimizer_steps_per_batch()
+        scheduler = self.scheduler_factory(optimizer, max(1, total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- logging helpers ------------------------------------------------------------------------------
+    def tokens_per_second(self, n_tokens: int) -> float | None:
+        """Tokens/s since the previous call (None on the first call)."""
+        now = time.perf_counter()
+        rate = None if self._step_clock is None else n_tokens / max(now - self._step_clock, 1e-9)
+        self._step_clock = now
+        return rate
+
+    def log_lr(self) -> None:
+        opt = self.optimizers()
+        opt = opt.optimizer if hasattr(opt, "optimizer") else opt
+        self.log("lr", opt.param_groups[0]["lr"], on_step=True, prog_bar=False)
+
+    # -- generation-based validation -------------------------------------------------------------------
+    def generate_and_score(self, prompts: list[list[int]], golds: list[str], max_new_tokens: int,
+                           timeout: float) -> tuple[list[str], list[bool]]:
+        from srlm_pl.generation import SamplingConfig, generate
+        from srlm_pl.verifiers import verify_batch
+
+        out = generate(self.model, prompts, SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0),
+                       eos_token_ids=[self.tokenizer.eos_token_id], pad_token_id=self.tokenizer.pad_token_id,
+                       sync_ranks=self.trainer.world_size > 1 if self._trainer is not None else False)
+        texts = [self.tokenizer.decode(ids[:n], skip_special_tokens=True)
+                 for ids, n in zip(out.completion_ids.tolist(), out.lengths.tolist(), strict=True)]
+        verdicts = verify_batch(golds, texts, timeout=timeout)
+        return texts, [bool(v) for v in verdicts]
+
+    def validate_by_generation(self, prompts: list[list[int]], golds: list[str], batch_idx: int) -> None:
+        cfg = self.val_generation
+        if cfg is None or batch_idx * len(prompts) >= cfg.num_prompts:
+            return
+        take = min(len(prompts), cfg.num_prompts - batch_idx * len(prompts))
+        _, correct = self.generate_and_score(prompts[:take], golds[:take], cfg.max_new_tokens, cfg.timeout)
+        self.val_accuracy.update(torch.tensor(correct, dtype=torch.float32, device=self.device))
+
+    def on_validation_epoch_end(self) -> None:
+        if self.val_generation is not None and self.val_accuracy.update_called:
+            self.log("val/accuracy", self.val_accuracy.compute(), prog_bar=True, sync_dist=False)
+            self.val_accuracy.reset()

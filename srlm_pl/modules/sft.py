@@ -1,0 +1,82 @@
+"""Supervised fine-tuning: next-token cross-entropy on completion tokens only.
+
+Choices: the loss is the token mean over the *global* batch of a step (token counts are summed across
+processes), so one process with batch 2B and two with batch B give the same gradient; logits are
+computed only at completion positions, in chunks, and recomputed in backward (never a ``[B, T, V]``
+float32 tensor). Full fine-tuning, LoRA and QLoRA differ only in the ``policy`` spec.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics import SumMetric
+
+from srlm_pl.losses import chunked_cross_entropy
+from srlm_pl.modules.base import PostTrainingModule, completion_positions, hidden_states, lm_head
+
+
+class SFTModule(PostTrainingModule):
+    """Supervised fine-tuning (full, LoRA or QLoRA) with completion-only loss."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """
+        Args:
+            policy: the model to train (hub id, local folder or ``tiny``; LoRA/QLoRA via ``lora`` and
+                ``quantization``).
+            optimizer: optimizer class and its arguments (default ``srlm_pl.optim.AdamW``).
+            scheduler: learning-rate schedule taking ``(optimizer, total_steps)`` (default warmup + cosine).
+            val_generation: greedy-decode this many validation prompts and log ``val/accuracy``
+                (verifier-scored); ``null`` disables it.
+            loss_chunk_size: positions per chunk of the LM head + cross-entropy (memory vs speed).
+        """
+        super().__init__(*args, **kwargs)
+        self.val_loss_sum = SumMetric()
+        self.val_tokens = SumMetric()
+
+    def completion_nll(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """(sum of completion-token NLL, number of completion tokens) for one batch."""
+        hidden = hidden_states(self.model, batch)  # [B, T, H]
+        mask, targets = completion_positions(batch["labels"])  # [B, T-1], [N]
+        return chunked_cross_entropy(hidden[:, :-1][mask], lm_head(self.model), targets,
+                                     chunk_size=self.loss_chunk_size, vocab_size=len(self.tokenizer))
+
+    def global_token_count(self, n_tokens: Tensor) -> Tensor:
+        total = n_tokens.detach().clone().float()
+        if self.trainer.world_size > 1:
+            total = self.trainer.strategy.reduce(total, reduce_op="sum")
+        return total.clamp(min=1.0)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss_sum, n_tokens = self.completion_nll(batch)
+        global_tokens = self.global_token_count(n_tokens)
+        # DDP averages gradients over ranks, so scale by world size to get the global token mean
+        loss = loss_sum * self.trainer.world_size / global_tokens
+        mean_loss = (loss_sum.detach() / n_tokens.clamp(min=1)).float()
+        self.log("train/loss", mean_loss, prog_bar=True, on_step=True, sync_dist=True)
+        self.log("train/ppl", torch.exp(mean_loss), on_step=True, sync_dist=True)
+        self.log("train/completion_tokens", n_tokens.float(), on_step=True, reduce_fx="sum")
+        rate = self.tokens_per_second(batch["num_tokens"])
+        if rate is not None:
+            self.log("train/tokens_per_s", rate, on_step=True)
+        self.log_lr()
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        loss_sum, n_tokens = self.completion_nll(batch)
+        self.val_loss_sum.update(loss_sum.detach().float())
+        self.val_tokens.update(n_tokens.float())
+        if self.val_generation is not None:
+            prompts = [ids[:n].tolist() for ids, n in zip(batch["input_ids"], batch["prompt_len"], strict=True)]
+            self.validate_by_generation(prompts, batch["answer"], batch_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        loss = (self.val_loss_sum.compute() / self.val_tokens.compute().clamp(min=1)).item()
+        self.log("val/loss", loss, prog_bar=True)
+        self.log("val/ppl", math.exp(min(loss, 50.0)))
+        self.val_loss_sum.reset()
+        self.val_tokens.reset()
+        super().on_validation_epoch_end()
