@@ -1,0 +1,249 @@
+"""Tests for srlm_pl.generation on a tiny random Qwen2 model (float32, CPU)."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+import srlm_pl.generation as gen
+from srlm_pl.generation import GenerationOutput, SamplingConfig, generate, top_k_filter, top_p_filter
+
+PROMPTS = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
+PAD = 0
+
+
+def tiny_model(seed: int = 0) -> Qwen2ForCausalLM:
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(
+        vocab_size=300, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=128, max_position_embeddings=128,
+        # peaky logits and fast rotary frequencies, so position or cache mistakes change the argmax
+        initializer_range=0.2, rope_parameters={"rope_type": "default", "rope_theta": 100.0},
+    )  # fmt: skip
+    return Qwen2ForCausalLM(cfg).float().eval()
+
+
+@pytest.fixture(scope="module")
+def model() -> Qwen2ForCausalLM:
+    return tiny_model()
+
+
+def run(model, prompts=PROMPTS, eos=(), seed=None, **kw) -> GenerationOutput:
+    opts = {k: kw.pop(k) for k in ("decode", "use_cache", "sync_ranks") if k in kw}
+    g = torch.Generator().manual_seed(seed) if seed is not None else None
+    return generate(
+        model, prompts, SamplingConfig(**kw), eos_token_ids=list(eos), pad_token_id=PAD, generator=g, **opts
+    )
+
+
+def assert_same(a: GenerationOutput, b: GenerationOutput) -> None:
+    for name, x, y in zip(GenerationOutput._fields, a, b, strict=True):
+        assert torch.equal(x, y), name
+
+
+def rows(out: GenerationOutput) -> list[list[int]]:
+    return [out.completion_ids[i, : out.lengths[i]].tolist() for i in range(out.completion_ids.shape[0])]
+
+
+def test_greedy_deterministic_and_cache_matches_no_cache(model):
+    a = run(model, temperature=0.0, max_new_tokens=10)
+    assert_same(a, run(model, temperature=0.0, max_new_tokens=10))
+    assert_same(a, run(model, temperature=0.0, max_new_tokens=10, use_cache=False))
+    # left padding / masks
+    assert a.prompt_ids.tolist()[1] == [PAD, PAD, PAD, 10, 11]
+    assert a.prompt_mask.tolist()[1] == [0, 0, 0, 1, 1]
+    # greedy rows really are argmax continuations of the unpadded prompt
+    with torch.no_grad():
+        seq = torch.tensor([PROMPTS[1] + rows(a)[1][:3]])
+        assert model(seq).logits[0, -1].argmax().item() == rows(a)[1][3]
+
+
+def test_seeded_sampling_deterministic_and_cache_matches_no_cache(model):
+    kw = {"temperature": 1.0, "top_k": 50, "top_p": 0.95, "num_samples": 3, "max_new_tokens": 8}
+    a = run(model, seed=1, **kw)
+    assert_same(a, run(model, seed=1, **kw))
+    assert_same(a, run(model, seed=1, use_cache=False, **kw))  # each row of the expanded cache is its own
+    assert not torch.equal(a.completion_ids, run(model, seed=2, **kw).completion_ids)
+    assert len({tuple(r) for r in rows(a)[:3]}) > 1  # samples in a group differ
+
+
+def test_group_expansion_prefills_each_prompt_once(model):
+    calls = []
+    hooks = [
+        model.model.embed_tokens.register_forward_hook(lambda m, i, o: calls.append(("embed", i[0].shape))),
+        model.lm_head.register_forward_hook(lambda m, i, o: calls.append(("head", i[0].shape))),
+    ]
+    try:
+        out = run(model, temperature=0.0, num_samples=3, max_new_tokens=4)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert calls[0] == ("embed", torch.Size([3, 5])) and calls[1] == ("head", torch.Size([3, 1, 64]))
+    assert calls[2] == ("embed", torch.Size([9, 1]))  # decode steps on N = B * G rows
+    assert len(calls) == 2 * 4  # prefill + 3 decode steps
+    single = run(model, temperature=0.0, max_new_tokens=4)
+    for i in range(3):
+        for j in range(3):
+            assert torch.equal(out.prompt_ids[3 * i + j], single.prompt_ids[i])
+            assert torch.equal(out.completion_ids[3 * i + j], single.completion_ids[i])
+            assert torch.equal(out.completion_mask[3 * i + j], single.completion_mask[i])
+
+
+def test_batch_equals_one_at_a_time(model):
+    batch = run(model, temperature=0.0, max_new_tokens=8)
+    for i, p in enumerate(PROMPTS):
+        alone = run(model, prompts=[p], temperature=0.0, max_new_tokens=8)
+        assert rows(alone)[0] == rows(batch)[i]
+
+
+def test_max_new_tokens_and_truncation(model):
+    out = run(model, temperature=1.0, max_new_tokens=5, seed=0, num_samples=2)
+    assert out.completion_ids.shape == (6, 5) and out.completion_mask.sum().item() == 30
+    assert out.lengths.tolist() == [5] * 6 and out.truncated.all() and not out.stopped_by_string.any()
+
+
+def _first_new_token(seq: list[int], start: int) -> int:
+    return next(i for i in range(start, len(seq)) if seq[i] not in seq[:i])
+
+
+def test_eos_stops_and_pads(model):
+    ref = rows(run(model, temperature=0.0, max_new_tokens=10))
+    k = _first_new_token(ref[0], 2)
+    eos = ref[0][k]
+    out = run(model, eos=[10_000, eos], temperature=0.0, max_new_tokens=10)
+    assert out.lengths[0].item() == k + 1 and not out.truncated[0]
+    for i, r in enumerate(ref):
+        stop = r.index(eos) + 1 if eos in r else 10
+        assert out.lengths[i].item() == stop
+        assert out.completion_ids[i, :stop].tolist() == r[:stop]
+        assert (out.completion_ids[i, stop:] == PAD).all() and (out.completion_mask[i, stop:] == 0).all()
+        assert (out.completion_mask[i, :stop] == 1).all()
+        assert out.truncated[i].item() == (eos not in r)
+    assert out.completion_ids.shape[1] == out.lengths.max().item()
+    assert not out.stopped_by_string.any()
+
+
+def test_stop_string_stops(model):
+    def decode(ids):
+        return "".join(f"<{i}>" for i in ids)
+
+    ref = rows(run(model, temperature=0.0, max_new_tokens=10))
+    k = _first_new_token(ref[1], 2)
+    stop = f"<{ref[1][k - 1]}><{ref[1][k]}>"
+    out = run(model, temperature=0.0, max_new_tokens=10, stop_strings=[stop, "never"], decode=decode)
+    for i, r in enumerate(ref):
+        hit = next((j + 1 for j in range(10) if stop in decode(r[: j + 1])), None)
+        assert out.lengths[i].item() == (hit or 10)
+        assert out.stopped_by_string[i].item() == (hit is not None)
+        assert out.truncated[i].item() == (hit is None)
+        assert rows(out)[i] == r[: hit or 10]
+    assert out.lengths[1].item() == k + 1
+    with pytest.raises(ValueError, match="decode"):
+        run(model, stop_strings=["x"])
+
+
+def test_peft_lora_model(model):
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(
+        tiny_model(),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
+    peft_model.train()
+    out = run(peft_model, temperature=0.0, max_new_tokens=8, num_samples=2)
+    assert peft_model.training and peft_model.base_model.model.model.layers[0].self_attn.q_proj.training
+    assert_same(out, run(peft_model, temperature=0.0, max_new_tokens=8, num_samples=2, use_cache=False))
+    merged = copy.deepcopy(peft_model).merge_and_unload()
+    assert rows(out) == rows(run(merged, temperature=0.0, max_new_tokens=8, num_samples=2))
+    assert rows(out) != rows(run(model, temperature=0.0, max_new_tokens=8, num_samples=2))  # adapter active
+
+
+def test_top_k_one_equals_greedy(model):
+    greedy = run(model, temperature=0.0, max_new_tokens=6, num_samples=2)
+    assert_same(greedy, run(model, temperature=1.0, top_k=1, max_new_tokens=6, num_samples=2, seed=3))
+
+
+def test_top_p_filter_keeps_exact_nucleus():
+    # row 0 sorted: 0.5 (id 1), 0.3 (id 3), 0.15 (id 2), 0.05 (id 0); mass before each: 0, .5, .8, .95
+    # row 1 sorted: 0.6 (id 0), 0.25 (id 1), 0.1 (id 2), 0.05 (id 3); mass before each: 0, .6, .85, .95
+    probs = torch.tensor([[0.05, 0.5, 0.15, 0.3], [0.6, 0.25, 0.1, 0.05]])
+    logits = probs.log()
+    kept = {
+        0.4: [[1], [0]],
+        0.55: [[1, 3], [0]],
+        0.7: [[1, 3], [0, 1]],
+        0.9: [[1, 2, 3], [0, 1, 2]],
+        0.99: [[0, 1, 2, 3], [0, 1, 2, 3]],
+        1.0: [[0, 1, 2, 3], [0, 1, 2, 3]],
+    }
+    for top_p, expected in kept.items():
+        out = top_p_filter(logits, top_p)
+        got = [torch.isfinite(r).nonzero().flatten().tolist() for r in out]
+        assert got == expected, top_p
+        finite = torch.isfinite(out)
+        assert torch.equal(out[finite], logits[finite])  # kept logits untouched
+
+
+def test_top_k_filter():
+    logits = torch.tensor([[1.0, 4.0, 3.0, 2.0], [0.0, 0.0, 5.0, -1.0]])
+    out = top_k_filter(logits, 2)
+    assert out.tolist() == [[-math.inf, 4.0, 3.0, -math.inf], [0.0, 0.0, 5.0, -math.inf]]  # ties kept
+    assert torch.equal(top_k_filter(logits, 0), logits) and torch.equal(top_k_filter(logits, 9), logits)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"top_k": -1}, "top_k"),
+        ({"num_samples": 0}, "num_samples"),
+        ({"stop_strings": [""]}, "stop_strings"),
+    ],
+)
+def test_config_validation(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        SamplingConfig(**kwargs)
+
+
+def test_restores_mode_and_rejects_empty_prompt(model):
+    model.train()
+    run(model, temperature=0.0, max_new_tokens=2)
+    assert all(m.training for m in model.modules())
+    model.eval()
+    run(model, temperature=0.0, max_new_tokens=2)
+    assert not any(m.training for m in model.modules())
+    with pytest.raises(ValueError, match="prompts"):
+        run(model, prompts=[[1], []])
+
+
+def test_sync_ranks_keeps_stepping_while_another_rank_runs(model, monkeypatch):
+    ref = rows(run(model, temperature=0.0, max_new_tokens=10))
+    eos = ref[0][0]  # row 0 stops at once; other rows may run on
+    local = run(model, eos=[eos], temperature=0.0, max_new_tokens=10)
+    reduced = []
+
+    def fake_all_reduce(flag, op=None):
+        reduced.append(int(flag))
+        flag.fill_(1)  # another rank is still generating
+
+    monkeypatch.setattr(gen.dist, "is_available", lambda: True)
+    monkeypatch.setattr(gen.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(gen.dist, "get_backend", lambda: "gloo")
+    monkeypatch.setattr(gen.dist, "all_reduce", fake_all_reduce)
+    calls = []
+    hook = model.model.embed_tokens.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
+    try:
+        synced = run(model, eos=[eos], temperature=0.0, max_new_tokens=10, sync_ranks=True)
+        unsynced = run(model, prompts=[PROMPTS[0]], eos=[eos], temperature=0.0, max_new_tokens=10)
+    finally:
+        hook.remove()
+    assert len(reduced) == 9 and len(calls) == 10 + 1  # synced: all 10 steps; unsynced: prefill only
+    assert_same(synced, local)
+    assert unsynced.lengths.tolist() == [1]
