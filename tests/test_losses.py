@@ -365,3 +365,41 @@ def test_old_logp_none_equals_detached(aggregation):
 def test_grpo_policy_loss_validates(kwargs, name):
     with pytest.raises(ValueError, match=name):
         grpo_policy_loss(torch.zeros(3, 4), torch.zeros(3), M, **kwargs)
+
+
+def test_chunked_ce_through_lora_wrapped_head_matches_full_logits():
+    peft = pytest.importorskip("peft")
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(
+        vocab_size=120, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+        intermediate_size=64,
+    )  # fmt: skip
+    lora = peft.LoraConfig(r=2, target_modules=["lm_head", "q_proj"], init_lora_weights=False)
+    model = peft.get_peft_model(Qwen2ForCausalLM(cfg), lora)
+    ids = torch.randint(0, 100, (2, 9))
+    sel = torch.zeros(2, 9, dtype=torch.bool)
+    sel[0, 4:], sel[1, 6:] = True, True
+    sel = sel[:, 1:]  # target positions; hidden[:, t] predicts ids[:, t + 1]
+
+    def loss_and_grads(chunked: bool):
+        model.zero_grad()
+        if chunked:
+            hidden = model.get_base_model().model(input_ids=ids).last_hidden_state  # [B, T, H]
+            head = model.get_output_embeddings()
+            loss, _ = chunked_cross_entropy(
+                hidden[:, :-1][sel], head, ids[:, 1:][sel], chunk_size=3, vocab_size=100
+            )
+        else:
+            logits = model(input_ids=ids).logits[:, :-1][sel][:, :100]
+            loss = torch.nn.functional.cross_entropy(logits.float(), ids[:, 1:][sel], reduction="sum")
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    loss_c, grads_c = loss_and_grads(True)
+    loss_f, grads_f = loss_and_grads(False)
+    torch.testing.assert_close(loss_c, loss_f, atol=1e-5, rtol=1e-5)
+    assert any("lm_head" in n for n in grads_c) and set(grads_c) == set(grads_f)
+    for name, grad in grads_c.items():
+        torch.testing.assert_close(grad, grads_f[name], atol=1e-6, rtol=1e-4, msg=name)
