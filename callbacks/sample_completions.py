@@ -1,0 +1,56 @@
+"""Example user callback: every k steps, greedily complete a few fixed prompts and record the text.
+
+It shows the three things a user callback usually needs: the module's model and tokenizer
+(``pl_module.model``, ``pl_module.tokenizer``), the project's generation function, and the run folder
+(``trainer.log_dir``). Each record goes to ``<log_dir>/sample_completions.jsonl`` and is printed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from srlm_pl.generation import SamplingConfig, generate
+
+
+class SampleCompletions(Callback):
+    """Log greedy completions of fixed prompts every ``every_n_steps`` optimizer steps."""
+
+    def __init__(self, prompts: list[str], every_n_steps: int = 100, max_new_tokens: int = 64,
+                 chat: bool = True) -> None:
+        """
+        Args:
+            prompts: questions to complete (user turns when ``chat``).
+            every_n_steps: optimizer steps between samples.
+            max_new_tokens: completion budget.
+            chat: wrap each prompt in the tokenizer's chat template.
+        """
+        self.prompts, self.every, self.max_new_tokens, self.chat = prompts, every_n_steps, max_new_tokens, chat
+        self.records: list[dict] = []
+
+    def _encode(self, tokenizer, text: str) -> list[int]:  # noqa: ANN001
+        if self.chat and getattr(tokenizer, "chat_template", None):
+            text = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                 add_generation_prompt=True)
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        step = trainer.global_step
+        if step == 0 or step % self.every or any(r["step"] == step for r in self.records):
+            return
+        tok = pl_module.tokenizer
+        out = generate(pl_module.model, [self._encode(tok, p) for p in self.prompts],
+                       SamplingConfig(max_new_tokens=self.max_new_tokens, temperature=0.0),
+                       eos_token_ids=[tok.eos_token_id], pad_token_id=tok.pad_token_id)
+        if trainer.global_rank != 0:
+            return
+        for prompt, ids, n in zip(self.prompts, out.completion_ids.tolist(), out.lengths.tolist(), strict=True):
+            record = {"step": step, "prompt": prompt, "completion": tok.decode(ids[:n], skip_special_tokens=True)}
+            self.records.append(record)
+            print(f"[step {step}] {prompt!r} -> {record['completion']!r}")
+            if trainer.log_dir:
+                with (Path(trainer.log_dir) / "sample_completions.jsonl").open("a") as f:
+                    f.write(json.dumps(record) + "\n")

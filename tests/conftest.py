@@ -1,0 +1,34 @@
+"""Shared test setup: offline, a private tokenization cache, the tiny preset, optional shared data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SRLM_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SRLM_CACHE", str(tmp_path_factory.getbasetemp() / "srlm_cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from srlm_pl.models import ModelSpec, load_tokenizer
+
+    return load_tokenizer(ModelSpec())
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "gsm8k" / "test.jsonl").is_file():
+        pytest.skip(f"real datasets not found at {SHARED_DATA} (set SRLM_SHARED_DATA to the shared/data folder)")
+    return SHARED_DATA
