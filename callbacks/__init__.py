@@ -6,5 +6,7 @@ Reference them from a config by class path (run from the repository root, which 
     trainer:
       callbacks:
         - class_path: callbacks.sample_completions.SampleCompletions
-          init_args: {every_n_steps: 50, prompts: ["Ava has 3 apples. Ava buys 4 more apples. How many apples does Ava have now?"]}
+          init_args:
+            every_n_steps: 50
+            prompts: ["Ava has 3 apples. Ava buys 4 more apples. How many apples does Ava have now?"]
 """

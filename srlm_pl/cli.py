@@ -14,7 +14,6 @@ from lightning.pytorch.cli import LightningCLI
 from srlm_pl.data.datamodules import BaseDataModule
 from srlm_pl.modules.base import PostTrainingModule
 
-
 CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
 CHECKPOINT = "srlm_pl.callbacks.Checkpoint"
 

@@ -151,7 +151,8 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
             try:
                 yield f"{path}:{lineno}", json.loads(line)
             except json.JSONDecodeError as err:
-                yield f"{path}:{lineno}", DataError(f"{path}:{lineno}: malformed JSON ({err.msg} at column {err.colno})")
+                msg = f"{path}:{lineno}: malformed JSON ({err.msg} at column {err.colno})"
+                yield f"{path}:{lineno}", DataError(msg)
 
 
 def _read_rows(src: DataSource) -> Iterator[tuple[str, Any]]:

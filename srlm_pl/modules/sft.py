@@ -12,28 +12,45 @@ import math
 from typing import Any
 
 import torch
+from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
 from torchmetrics import SumMetric
 
 from srlm_pl.losses import chunked_cross_entropy
-from srlm_pl.modules.base import PostTrainingModule, completion_positions, hidden_states, lm_head
+from srlm_pl.models import ModelSpec
+from srlm_pl.modules.base import (
+    PostTrainingModule,
+    SchedulerCallable,
+    ValGeneration,
+    completion_positions,
+    hidden_states,
+    lm_head,
+)
+from srlm_pl.optim import AdamW, WarmupCosine
 
 
 class SFTModule(PostTrainingModule):
     """Supervised fine-tuning (full, LoRA or QLoRA) with completion-only loss."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        policy: ModelSpec | None = None,
+        optimizer: OptimizerCallable = AdamW,
+        scheduler: SchedulerCallable = WarmupCosine,
+        val_generation: ValGeneration | None = None,
+        loss_chunk_size: int = 1024,
+    ) -> None:
         """
         Args:
-            policy: the model to train (hub id, local folder or ``tiny``; LoRA/QLoRA via ``lora`` and
-                ``quantization``).
+            policy: the model to train (hub id, local folder or ``tiny``, the default; LoRA/QLoRA via
+                ``lora`` and ``quantization``).
             optimizer: optimizer class and its arguments (default ``srlm_pl.optim.AdamW``).
             scheduler: learning-rate schedule taking ``(optimizer, total_steps)`` (default warmup + cosine).
             val_generation: greedy-decode this many validation prompts and log ``val/accuracy``
                 (verifier-scored); ``null`` disables it.
             loss_chunk_size: positions per chunk of the LM head + cross-entropy (memory vs speed).
         """
-        super().__init__(*args, **kwargs)
+        super().__init__(policy, optimizer, scheduler, val_generation, loss_chunk_size)
         self.val_loss_sum = SumMetric()
         self.val_tokens = SumMetric()
 
