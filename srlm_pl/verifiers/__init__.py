@@ -1,0 +1,55 @@
+"""Math answer verifiers: safe, time-bounded, fast answer checking with rewards and metrics.
+
+Public API::
+
+    from srlm_pl.verifiers import extract_answer, verify, verify_batch
+    verify("#### 18", "... so the answer is $18.00$.")  # Verdict(status="correct", extracted="18.00")
+
+Importing this package is cheap: it never imports sympy (only the worker processes do) nor torch
+(:mod:`.metrics` is loaded lazily on first attribute access).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .api import clear_caches, verify, verify_batch, warmup
+from .extract import extract_answer, extract_gold, find_answer
+from .normalize import normalize
+from .verdict import STATUSES, Verdict
+
+_LAZY = {
+    "AccuracyReward": "rewards",
+    "FormatReward": "rewards",
+    "WeightedReward": "rewards",
+    "Reward": "rewards",
+    "accuracy_reward": "rewards",
+    "format_reward": "rewards",
+    "VerifiedAccuracy": "metrics",
+    "PassAtK": "metrics",
+    "MajorityAtK": "metrics",
+    "pass_at_k": "metrics",
+}
+
+__all__ = [
+    "STATUSES",
+    "Verdict",
+    "clear_caches",
+    "extract_answer",
+    "extract_gold",
+    "find_answer",
+    "normalize",
+    "verify",
+    "verify_batch",
+    "warmup",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
