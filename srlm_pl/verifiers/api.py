@@ -52,13 +52,14 @@ def _classify(norm: str) -> Prepared:
     value = parse_exact(norm)
     if value is not None:
         return Prepared(norm, "exact", value, "")
+    key = text_key(norm)
     if _CHOICE.fullmatch(norm):
-        return Prepared(norm, "text", None, text_key(norm))
+        return Prepared(norm, "text", None, key)
     if _TEXT.fullmatch(norm) and norm.lower() not in _MATH_NAMES:
         words = norm.split()
         if len(words) > 1 or len(norm) >= 3:
-            return Prepared(norm, "text", None, text_key(norm))
-    return Prepared(norm, "math", None, "")
+            return Prepared(norm, "text", None, key)
+    return Prepared(norm, "math", None, key)
 
 
 @lru_cache(maxsize=16384)

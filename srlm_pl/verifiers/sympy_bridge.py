@@ -9,9 +9,10 @@ Design choices:
   constructor that can blow up is guarded: exact rational powers are limited to ``MAX_POWER_BITS`` bits,
   factorials and binomials of integers are capped. Violations raise ``LimitError``.
 * Proof chain, cheapest first: structural equality after sympy's automatic canonicalisation
-  (``1/sqrt(3) == sqrt(3)/3``), a nonzero rational difference refutes immediately, ``expand``, then
-  ``simplify``. ``simplify`` is the only step that can take long; the caller announces its numeric verdict
-  before starting it so that a deadline hit mid-simplify still yields a decision.
+  (``1/sqrt(3) == sqrt(3)/3``) and a nonzero rational difference (refutes) form the cheap stage
+  (``allow_simplify=False``). The full stage adds ``expand``, sympy's zero test for constants, then
+  ``simplify``. Those can take long; the caller announces its numeric verdict before starting them so
+  that a deadline hit mid-way still yields a decision.
 """
 
 from __future__ import annotations
@@ -146,13 +147,13 @@ def prove_equal(a: sympy.Expr, b: sympy.Expr, *, allow_simplify: bool = True) ->
         return PROVED
     if diff.is_Number:
         return REFUTED
+    if not allow_simplify:
+        return UNKNOWN
     expanded = sympy.expand(diff)
     if expanded == 0:
         return PROVED
     if expanded.is_Number:
         return REFUTED
-    if not allow_simplify:
-        return UNKNOWN
     if not expanded.free_symbols:
         zero = expanded.is_zero
         if zero is not None:
@@ -169,12 +170,12 @@ def prove_proportional(a: sympy.Expr, b: sympy.Expr, *, positive: bool, allow_si
     """Whether ``a / b`` is a nonzero constant (positive when ``positive``)."""
     if b == 0:
         return PROVED if a == 0 else REFUTED
-    ratio = sympy.cancel(sympy.together(a / b))
-    if not ratio.free_symbols and allow_simplify:
-        ratio = sympy.simplify(ratio)
+    ratio = a / b
     if ratio.free_symbols:
         if not allow_simplify:
             return UNKNOWN
+        ratio = sympy.cancel(sympy.together(ratio))
+    if ratio.free_symbols:
         ratio = sympy.simplify(ratio)
         if ratio.free_symbols:
             return UNKNOWN
