@@ -128,7 +128,7 @@ def _not_found_message(what: str, name: str, key: str, err: Exception) -> str:
     )
 
 
-def load_tokenizer(spec: ModelSpec, key: str = "model.policy") -> Any:
+def load_tokenizer(spec: ModelSpec, key: str = "model.init_args.policy") -> Any:
     """The spec's tokenizer, with a pad token (the EOS token when the tokenizer has none)."""
     from transformers import AutoTokenizer
 
@@ -216,7 +216,7 @@ def _apply_lora(model: nn.Module, lora: LoRAConfig) -> nn.Module:
 
 
 def load_model(spec: ModelSpec, tokenizer: Any | None = None, *, trainable: bool = True,
-               key: str = "model.policy") -> nn.Module:
+               key: str = "model.init_args.policy") -> nn.Module:
     """Build or load the spec's causal LM.
 
     ``trainable=False`` returns a frozen model in eval mode (teacher, reference): no LoRA, no

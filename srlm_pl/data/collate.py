@@ -8,6 +8,8 @@ restarts ``position_ids`` at 0 for each example. No ``attention_mask`` is passed
 transformers then derives a block-diagonal causal mask from the position-id restarts
 (``find_packed_sequence_indices`` in ``masking_utils``), so no token attends across examples, and
 RoPE positions are per example. The tail of a row is padding in a segment of its own (``-100``).
+transformers derives that mask only when the forward builds no KV cache: training forwards pass
+``use_cache=False`` (``modules.base.hidden_states`` does).
 """
 
 from __future__ import annotations

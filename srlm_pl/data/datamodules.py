@@ -118,7 +118,7 @@ class BaseDataModule(L.LightningDataModule):
     @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.tokenizer_spec, key="data.tokenizer")
+            self._tokenizer = load_tokenizer(self.tokenizer_spec, key="model.init_args.policy")
         return self._tokenizer
 
     # -- building one split ------------------------------------------------------------------------

@@ -86,8 +86,8 @@ class PostTrainingModule(L.LightningModule):
     def configure_model(self) -> None:
         if self.model is not None:
             return
-        self.tokenizer = load_tokenizer(self.policy_spec, key="model.policy")
-        self.model = load_model(self.policy_spec, self.tokenizer, trainable=True, key="model.policy")
+        self.tokenizer = load_tokenizer(self.policy_spec, key="model.init_args.policy")
+        self.model = load_model(self.policy_spec, self.tokenizer, trainable=True, key="model.init_args.policy")
 
     def on_fit_start(self) -> None:
         trainable, total = count_parameters(self.model)
