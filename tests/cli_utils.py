@@ -1,0 +1,52 @@
+"""Helpers to run the CLI in-process on small configs."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import yaml
+
+from srlm_pl.cli import main
+
+SMALL_TINY = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 128}
+
+
+def sft_config(root: Path, *, max_steps: int = 6, every: int | None = 2, lora: dict | None = None,
+               val_generation: dict | None = None, packing: bool = False, extra_callbacks: list | None = None) -> Path:
+    callbacks = [{"class_path": "srlm_pl.callbacks.Checkpoint", "init_args": {"every_n_train_steps": every}},
+                 {"class_path": "srlm_pl.HFExport", "init_args": {}}] + (extra_callbacks or [])
+    cfg = {
+        "seed_everything": 0,
+        "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": max_steps, "log_every_n_steps": 1,
+                    "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
+                    "limit_val_batches": 1, "val_check_interval": max_steps, "check_val_every_n_epoch": None,
+                    "default_root_dir": str(root), "callbacks": callbacks},
+        "model": {"class_path": "srlm_pl.SFTModule", "init_args": {
+            "policy": {"name_or_path": "tiny", "tiny": SMALL_TINY, "lora": lora},
+            "optimizer": {"class_path": "srlm_pl.optim.AdamW", "init_args": {"lr": 3e-3}},
+            "val_generation": val_generation}},
+        "data": {"class_path": "srlm_pl.SFTDataModule", "init_args": {
+            "train": {"path": "builtin", "builtin": {"num_problems": 40, "seed": 1}},
+            "val": {"path": "builtin", "builtin": {"num_problems": 8, "seed": 2}},
+            "batch_size": 4, "max_length": 96, "packing": packing}},
+    }
+    path = root / "config.in.yaml"
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def fit(config: Path, *extra: str):
+    return main(["fit", "--config", str(config), *extra])
+
+
+def logged(root: Path, key: str) -> dict[int, float]:
+    """step -> value of a metric over every CSV log version under root/logs (later versions win)."""
+    out: dict[int, float] = {}
+    for metrics in sorted((root / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:])):
+        with metrics.open() as f:
+            for row in csv.DictReader(f):
+                if row.get(key):
+                    out[int(row["step"])] = float(row[key])
+    return out
