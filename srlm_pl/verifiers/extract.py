@@ -176,10 +176,10 @@ def _whole(text: str) -> str | None:
 
 def _last_number(text: str) -> str | None:
     window = text[-400:]
-    numbers = _NUMBER.findall(window)
-    if not numbers and len(text) > len(window):
-        numbers = _NUMBER.findall(text)
-    return numbers[-1] if numbers else None
+    matches = list(_NUMBER.finditer(window))
+    if len(text) > len(window) and (not matches or matches[-1].start() == 0):
+        matches = list(_NUMBER.finditer(text))  # nothing in the window, or its number starts before it
+    return matches[-1].group() if matches else None
 
 
 def _run_style(style: str, text: str) -> str | None:
