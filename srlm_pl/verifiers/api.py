@@ -7,7 +7,8 @@ Design choices:
   decided here in microseconds.
 * Prepared golds and answers are memoised (``lru_cache``): in GRPO a gold is repeated for every completion
   of its group and answers repeat a lot.
-* Symbolic decisions are cached in a bounded LRU keyed by the normalised pair (timeouts are not cached).
+* Symbolic decisions are cached in a bounded LRU keyed by the normalised pair (timeouts are not cached,
+  nor are answers longer than ``MAX_CACHED_CHARS``, so hostile outputs cannot bloat the caches).
   ``verify_batch`` also de-duplicates pairs inside the batch before sending them to the pool.
 * Deadlines: ``verify`` returns within ``timeout`` of its call (plus process-kill slack). ``verify_batch``
   gives each unique symbolic pair ``timeout`` from the moment a worker takes it and stops the whole batch
@@ -33,6 +34,7 @@ from .pool import get_pool
 from .verdict import Verdict
 
 MAX_SYMBOLIC_CHARS = 4000
+MAX_CACHED_CHARS = 512  # longer answers are not memoised, so hostile outputs cannot bloat the caches
 _TEXT = re.compile(r"[A-Za-z][A-Za-z '\-]*")
 _CHOICE = re.compile(r"\(?([A-Ea-e])\)")
 _MATH_NAMES = frozenset({"pi", "sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "ln", "log", "exp"})
@@ -62,9 +64,7 @@ def _classify(norm: str) -> Prepared:
     return Prepared(norm, "math", None, key)
 
 
-@lru_cache(maxsize=16384)
-def prepare_gold(gold: str) -> Prepared | None:
-    """The gold's answer, normalised and classified; None when the gold has no usable answer."""
+def _prepare_gold(gold: str) -> Prepared | None:
     text = extract_gold(gold)
     if text is None:
         return None
@@ -72,10 +72,29 @@ def prepare_gold(gold: str) -> Prepared | None:
     return _classify(norm) if norm else None
 
 
-@lru_cache(maxsize=65536)
-def prepare_answer(extracted: str) -> Prepared | None:
+def _prepare_answer(extracted: str) -> Prepared | None:
     norm = normalize(extracted)
     return _classify(norm) if norm else None
+
+
+_prepare_gold_cached = lru_cache(maxsize=16384)(_prepare_gold)
+_prepare_answer_cached = lru_cache(maxsize=65536)(_prepare_answer)
+
+
+def prepare_gold(gold: str) -> Prepared | None:
+    """The gold's answer, normalised and classified; None when the gold has no usable answer.
+
+    Memoised for golds up to ``MAX_CACHED_CHARS * 16`` characters (reference solutions included)."""
+    if len(gold) > MAX_CACHED_CHARS * 16:
+        return _prepare_gold(gold)
+    return _prepare_gold_cached(gold)
+
+
+def prepare_answer(extracted: str) -> Prepared | None:
+    """An extracted answer, normalised and classified (memoised for short answers)."""
+    if len(extracted) > MAX_CACHED_CHARS:
+        return _prepare_answer(extracted)
+    return _prepare_answer_cached(extracted)
 
 
 def _fast(g: Prepared, a: Prepared) -> tuple[str, str] | None:
@@ -86,8 +105,8 @@ def _fast(g: Prepared, a: Prepared) -> tuple[str, str] | None:
         return ("correct" if g.key and g.key == a.key else "incorrect"), "string"
     if g.kind == "exact" and a.kind == "exact":
         return ("correct" if exact_equal(g.exact, a.exact) else "incorrect"), "exact"
-    if a.kind == "text":
-        return "incorrect", "string"
+    if a.kind == "text":  # a word cannot equal a number or formula; "(C)" can still equal a gold "C"
+        return ("correct" if g.key and g.key == a.key else "incorrect"), "string"
     if len(a.norm) > MAX_SYMBOLIC_CHARS:
         return "incorrect", "limit"
     if len(g.norm) > MAX_SYMBOLIC_CHARS:
@@ -109,7 +128,7 @@ class _LRU:
             return hit
 
     def put(self, key: tuple[str, str], value: tuple[str, str]) -> None:
-        if value[0] == "timeout":
+        if value[0] == "timeout" or len(key[0]) > MAX_CACHED_CHARS or len(key[1]) > MAX_CACHED_CHARS:
             return
         with self.lock:
             self.data[key] = value
@@ -128,8 +147,8 @@ _CACHE = _LRU(200_000)
 def clear_caches() -> None:
     """Forget memoised golds, answers and symbolic verdicts (for benchmarks and tests)."""
     _CACHE.clear()
-    prepare_gold.cache_clear()
-    prepare_answer.cache_clear()
+    _prepare_gold_cached.cache_clear()
+    _prepare_answer_cached.cache_clear()
 
 
 def _prepare_pair(

@@ -197,9 +197,21 @@ def _relation_interval(node: Node) -> Node | None:
         return ("interval", "(" if op == ">" else "[", right, _OO, ")")
     if len(ops) == 2 and args[1][0] == "s" and not free_symbols(args[0]) and not free_symbols(args[2]):
         if all(o in ("<", "<=") for o in ops):
-            return ("interval", "(" if ops[0] == "<" else "[", args[0], args[2], ")" if ops[1] == "<" else "]")
+            return (
+                "interval",
+                "(" if ops[0] == "<" else "[",
+                args[0],
+                args[2],
+                ")" if ops[1] == "<" else "]",
+            )
         if all(o in (">", ">=") for o in ops):
-            return ("interval", "(" if ops[1] == ">" else "[", args[2], args[0], ")" if ops[0] == ">" else "]")
+            return (
+                "interval",
+                "(" if ops[1] == ">" else "[",
+                args[2],
+                args[0],
+                ")" if ops[0] == ">" else "]",
+            )
     return None
 
 
@@ -211,7 +223,9 @@ def _prove(ob: Obligation, builder: SympyBuilder, allow_simplify: bool) -> str:
     return prove_proportional(g, a, positive=ob.mode == "prop+", allow_simplify=allow_simplify)
 
 
-def decide(gold_text: str, answer_text: str, announce: Callable[[str], None] | None = None) -> tuple[str, str]:
+def decide(
+    gold_text: str, answer_text: str, announce: Callable[[str], None] | None = None
+) -> tuple[str, str]:
     """(status, path) for a normalised gold and answer; ``announce`` receives the fallback verdict
     before the expensive step starts."""
     try:

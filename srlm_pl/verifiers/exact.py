@@ -31,7 +31,9 @@ ExactValue = Union[Scalar, tuple]  # noqa: UP007
 
 _DECIMAL = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
 _INTEGER = re.compile(r"[-+]?\d+")
-_FRAC = re.compile(r"(-?)\\frac(?:\{([-+]?(?:\d+(?:\.\d*)?|\.\d+))\}\{([-+]?(?:\d+(?:\.\d*)?|\.\d+))\}|(\d)(\d))")
+_FRAC = re.compile(
+    r"(-?)\\frac(?:\{([-+]?(?:\d+(?:\.\d*)?|\.\d+))\}\{([-+]?(?:\d+(?:\.\d*)?|\.\d+))\}|(\d)(\d))"
+)
 _FRAC_MIXED_BRACES = re.compile(r"(-?)\\frac(?:(\d)\{(\d+)\}|\{(\d+)\}(\d))")
 _SLASH = re.compile(r"([-+]?(?:\d+(?:\.\d*)?|\.\d+))/([-+]?(?:\d+(?:\.\d*)?|\.\d+))")
 _SCI = re.compile(r"([-+]?(?:\d+(?:\.\d*)?|\.\d+))(?:\\times|\\cdot|\*|x)10\^(?:\{([-+]?\d+)\}|([-+]?\d))")

@@ -50,8 +50,8 @@ _TOKEN = re.compile(
 _KINDS = (None, "ws", "num", "cmd", "esc", "skip", "let", "op")
 
 GREEK = frozenset(
-    "alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta iota kappa lambda mu nu xi rho "
-    "sigma tau upsilon phi varphi chi psi omega Gamma Delta Theta Lambda Xi Sigma Upsilon Phi Psi Omega".split()
+    "alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta iota kappa lambda mu nu xi rho sigma "
+    "tau upsilon phi varphi chi psi omega Gamma Delta Theta Lambda Xi Sigma Upsilon Phi Psi Omega".split()
 )
 FUNCTIONS = {
     "sin": "sin", "cos": "cos", "tan": "tan", "cot": "cot", "sec": "sec", "csc": "csc",
@@ -67,7 +67,9 @@ _RELOPS = {
 _MULOPS = frozenset({"*", "\\cdot", "\\times", "\\ast"})
 _DIVOPS = frozenset({"/", "\\div"})
 _MATRIX_ENVS = frozenset({"pmatrix", "bmatrix", "Bmatrix", "matrix", "smallmatrix", "array"})
-_TEXT_WRAPPERS = frozenset({"\\text", "\\mathrm", "\\textrm", "\\mathit", "\\textit", "\\mbox", "\\operatorname"})
+_TEXT_WRAPPERS = frozenset(
+    {"\\text", "\\mathrm", "\\textrm", "\\mathit", "\\textit", "\\mbox", "\\operatorname"}
+)
 _IMPLICIT_CMDS = frozenset(
     {"\\frac", "\\cfrac", "\\sqrt", "\\binom", "\\lfloor", "\\lceil", "\\pi", "\\infty", "\\begin"}
     | {"\\" + g for g in GREEK}
@@ -402,7 +404,9 @@ class _Parser:
         if kind == "let":
             run = self.letter_run()
             name = _TEXT_NAMES.get(run)
-            if name is not None and (self.i + len(run) >= len(self.toks) or self.toks[self.i + len(run)][0] != "let"):
+            if name is not None and (
+                self.i + len(run) >= len(self.toks) or self.toks[self.i + len(run)][0] != "let"
+            ):
                 self.i += len(run)
                 if name == "pi":
                     return self.node("c", "pi")

@@ -39,7 +39,9 @@ _UNICODE = {
 _UNICODE_RE = re.compile("|".join(map(re.escape, _UNICODE)))
 _DELIMS = (("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$"))
 _BOLD = re.compile(r"\*\*|__")
-_LEFT_RIGHT = re.compile(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|big|Big|bigg|Bigg)(?![A-Za-z])\s*\.?")
+_LEFT_RIGHT = re.compile(
+    r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|big|Big|bigg|Bigg)(?![A-Za-z])\s*\.?"
+)
 _THOUSANDS_HINT = re.compile(r"(\d),\s*\\!\s*(?=\d{3})|(\d)\{,\}(?=\d{3})")
 _SPACING = re.compile(r"\\\\|\\[!,;:> ]|\\(?:quad|qquad|displaystyle|textstyle|limits)(?![A-Za-z])|~")
 _FRAC_ALIAS = re.compile(r"\\[dt]frac(?![A-Za-z])")
@@ -68,7 +70,9 @@ _OR_AND = re.compile(r"\s+(?:or|and)\s+|\\(?:text|mbox)\{\s*(?:or|and)\s*\}|\s*\
 _SUBSCRIPT_BRACE = re.compile(r"_\{(\w)\}")
 _WS_NOT_BETWEEN_LETTERS = re.compile(r"(?<![A-Za-z])\s+|\s+(?![A-Za-z])")
 _WS = re.compile(r"\s+")
-_ALIASES = re.compile(r"\\(?:le|ge|ne|neq|leqslant|geqslant|infinity|lbrace|rbrace|emptyset|varnothing)(?![A-Za-z])")
+_ALIASES = re.compile(
+    r"\\(?:le|ge|ne|neq|leqslant|geqslant|infinity|lbrace|rbrace|emptyset|varnothing)(?![A-Za-z])"
+)
 _ALIAS_MAP = {
     "\\le": "\\leq",
     "\\ge": "\\geq",

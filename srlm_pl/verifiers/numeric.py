@@ -223,9 +223,7 @@ def compare_values(a: tuple[mpc, mpf], b: tuple[mpc, mpf]) -> str:
     return UNSURE
 
 
-def compare_at_points(
-    gold: Node, answer: Node, evaluators: Sequence[Evaluator]
-) -> str:
+def compare_at_points(gold: Node, answer: Node, evaluators: Sequence[Evaluator]) -> str:
     """Compare two scalar nodes at every point; one "disagree" decides, all "agree" agree."""
     outcome = AGREE
     for ev in evaluators:

@@ -125,8 +125,10 @@ class WorkerPool:
 
     def __init__(self, size: int | None = None, memory_mb: int | None = None) -> None:
         self.size = size or default_size()
-        self.memory_mb = memory_mb if memory_mb is not None else int(
-            os.environ.get("SRLM_VERIFY_MEMORY_MB", DEFAULT_MEMORY_MB)
+        self.memory_mb = (
+            memory_mb
+            if memory_mb is not None
+            else int(os.environ.get("SRLM_VERIFY_MEMORY_MB", DEFAULT_MEMORY_MB))
         )
         self.pid = os.getpid()
         self._lock = threading.Condition()
@@ -291,6 +293,8 @@ class WorkerPool:
                         entry[3] = msg["partial"]
                     elif "status" in msg:
                         results[entry[0]] = (str(msg["status"]), str(msg.get("path", "symbolic")))
+                        if msg.get("path") == "memory":
+                            worker.dead = True  # it exits after reporting; start a fresh one now
                 if results[entry[0]] is not None:
                     del active[worker]
                     if worker.dead:

@@ -37,7 +37,11 @@ class Reward(ABC):
 
 
 def accuracy_reward(
-    completions: Sequence[str], golds: Sequence[str], *, timeout: float = 1.0, batch_timeout: float | None = None
+    completions: Sequence[str],
+    golds: Sequence[str],
+    *,
+    timeout: float = 1.0,
+    batch_timeout: float | None = None,
 ) -> list[float]:
     """1.0 for each completion whose final answer verifies as equal to its gold answer, else 0.0."""
     verdicts = verify_batch(golds, completions, timeout=timeout, batch_timeout=batch_timeout)
@@ -57,7 +61,9 @@ class AccuracyReward(Reward):
 
     name = "accuracy"
 
-    def __init__(self, timeout: float = 1.0, batch_timeout: float | None = None, warm_start: bool = True) -> None:
+    def __init__(
+        self, timeout: float = 1.0, batch_timeout: float | None = None, warm_start: bool = True
+    ) -> None:
         """Score completions by verified final-answer correctness.
 
         Args:

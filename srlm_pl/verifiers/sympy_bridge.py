@@ -59,7 +59,11 @@ class SympyBuilder:
         tag = node[0]
         if tag == "n":
             value = node[1]
-            return Integer(value.numerator) if value.denominator == 1 else Rational(value.numerator, value.denominator)
+            return (
+                Integer(value.numerator)
+                if value.denominator == 1
+                else Rational(value.numerator, value.denominator)
+            )
         if tag == "s":
             sym = self.symbols.get(node[1])
             if sym is None:

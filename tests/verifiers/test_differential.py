@@ -11,9 +11,9 @@ import json
 import logging
 
 import pytest
-
 from conftest import FIXTURES
 from corpus import build_corpus
+
 from srlm_pl.verifiers import verify_batch
 
 
@@ -36,11 +36,15 @@ def test_agreement_with_math_verify(warm_pool) -> None:
     ours = verify_batch([p.gold for p in pairs], [p.completion for p in pairs], timeout=10.0)
     theirs = math_verify_verdicts(pairs)
 
-    wrong = [(p.gold, p.completion, v.status) for p, v in zip(pairs, ours, strict=True) if bool(v) != p.expected]
+    wrong = [
+        (p.gold, p.completion, v.status) for p, v in zip(pairs, ours, strict=True) if bool(v) != p.expected
+    ]
     assert wrong == [], "our verdict differs from the hand label"
 
     disagreements = {
-        (p.gold, p.completion): (bool(v), m) for p, v, m in zip(pairs, ours, theirs, strict=True) if bool(v) != m
+        (p.gold, p.completion): (bool(v), m)
+        for p, v, m in zip(pairs, ours, theirs, strict=True)
+        if bool(v) != m
     }
     agreement = 1 - len(disagreements) / len(pairs)
     assert agreement >= 0.97, f"agreement {agreement:.2%}"

@@ -40,7 +40,11 @@ def test_pass_at_k_matches_enumeration_of_all_subsets() -> None:
     for n in range(1, 9):
         for c in range(n + 1):
             for k in range(1, n + 1):
-                assert pass_at_k(n, c, k) == pytest.approx(_brute_force_pass_at_k(n, c, k), abs=1e-12), (n, c, k)
+                assert pass_at_k(n, c, k) == pytest.approx(_brute_force_pass_at_k(n, c, k), abs=1e-12), (
+                    n,
+                    c,
+                    k,
+                )
 
 
 def test_pass_at_k_hand_values_and_validation() -> None:
@@ -70,7 +74,10 @@ def test_majority_at_k() -> None:
     assert not majority_correct([None, None], [False, False], k=2)
     assert majority_correct([None, "7", None], [False, True, False], k=3)
     metric = MajorityAtK(k=3)
-    metric.update([["5", "5", "6", "6", "6"], ["1", "2", "2"]], [[True, True, False, False, False], [True, False, False]])
+    metric.update(
+        [["5", "5", "6", "6", "6"], ["1", "2", "2"]],
+        [[True, True, False, False, False], [True, False, False]],
+    )
     assert metric.compute().item() == pytest.approx(0.5)
 
 

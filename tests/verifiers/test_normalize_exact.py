@@ -95,7 +95,9 @@ def test_exact_collections() -> None:
     assert parse_exact("(5)") == Fraction(5)
 
 
-@pytest.mark.parametrize("text", ["", "x", "\\sqrt{2}", "\\frac{1}{0}", "2^{100000}", "(1,x)", "1,2,x", "[1]"])
+@pytest.mark.parametrize(
+    "text", ["", "x", "\\sqrt{2}", "\\frac{1}{0}", "2^{100000}", "(1,x)", "1,2,x", "[1]"]
+)
 def test_exact_declines(text: str) -> None:
     assert parse_exact(text) is None
 

@@ -9,8 +9,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO_ROOT
+
 from srlm_pl.verifiers import verify
 from srlm_pl.verifiers.pool import WorkerPool
 
@@ -42,7 +42,9 @@ def _wait_gone(pids: list[int], seconds: float) -> list[int]:
 
 def _run_script(code: str, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def test_interpreter_exit_leaves_no_workers() -> None:

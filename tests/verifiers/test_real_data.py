@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from conftest import FIXTURES
+
 from srlm_pl.verifiers import verify_batch
 
 

@@ -11,7 +11,17 @@ import pytest
 from srlm_pl.verifiers import verify, verify_batch
 
 PACKAGE = Path(__file__).resolve().parents[2] / "srlm_pl" / "verifiers"
-FORBIDDEN_CALLS = {"eval", "exec", "sympify", "parse_expr", "lambdify", "system", "popen", "__import__", "alarm"}
+FORBIDDEN_CALLS = {
+    "eval",
+    "exec",
+    "sympify",
+    "parse_expr",
+    "lambdify",
+    "system",
+    "popen",
+    "__import__",
+    "alarm",
+}
 FORBIDDEN_IMPORTS = {"pickle", "signal", "sympy.parsing", "latex2sympy2_extended", "math_verify"}
 
 
@@ -20,7 +30,13 @@ def _calls_and_imports(source: str) -> tuple[set[str], set[str]]:
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Call):
             func = node.func
-            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            name = (
+                func.id
+                if isinstance(func, ast.Name)
+                else func.attr
+                if isinstance(func, ast.Attribute)
+                else ""
+            )
             calls.add(name)
             if name == "compile" and isinstance(func, ast.Name):
                 calls.add("builtin-compile")

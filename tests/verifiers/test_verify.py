@@ -11,7 +11,9 @@ import pytest
 from srlm_pl.verifiers import STATUSES, Verdict, verify, verify_batch
 from srlm_pl.verifiers import api as api_module
 
-GSM8K_GOLD = "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\nShe makes 9 * 2 = $<<9*2=18>>18.\n#### 18"
+GSM8K_GOLD = (
+    "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\nShe makes 9 * 2 = $<<9*2=18>>18.\n#### 18"
+)
 MATH_GOLD = "so the polar coordinates are $\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}.$"
 
 
@@ -35,6 +37,8 @@ def test_verdict_truthiness_and_statuses() -> None:
         ("\\text{Evelyn}", "The answer is Evelyn.", "correct", "Evelyn"),
         ("\\text{(C)}", "\\boxed{C}", "correct", "C"),
         ("\\text{(C)}", "\\boxed{(B)}", "incorrect", "(B)"),
+        ("C", "\\boxed{\\text{(C)}}", "correct", "\\text{(C)}"),
+        ("x+1", "The answer is Tuesday.", "incorrect", "Tuesday"),
         ("18", "I could not solve it, sorry about that.", "no_answer", None),
         ("", "The answer is 5.", "invalid_gold", "5"),
         ("0.5", "the answer is 1/2", "correct", "1/2"),
@@ -74,7 +78,11 @@ def test_gsm8k_style_pairs_never_reach_the_pool(monkeypatch: pytest.MonkeyPatch)
         ("(2,\\infty)", "\\boxed{x > 2}", True),
         ("5x - 7y + 11z + 4 = 0", "\\boxed{-10x+14y-22z-8=0}", True),
         ("5x - 7y + 11z + 4 = 0", "\\boxed{5x-7y+11z-4=0}", False),
-        ("\\begin{pmatrix} -1/3 \\\\ 2/3 \\end{pmatrix}", "\\boxed{\\begin{pmatrix}-\\frac13\\\\\\frac23\\end{pmatrix}}", True),
+        (
+            "\\begin{pmatrix} -1/3 \\\\ 2/3 \\end{pmatrix}",
+            "\\boxed{\\begin{pmatrix}-\\frac13\\\\\\frac23\\end{pmatrix}}",
+            True,
+        ),
         ("\\cot x", "\\boxed{\\frac{\\cos x}{\\sin x}}", True),
         ("1-\\frac{1}{e}", "\\boxed{1+\\frac{1}{e}}", False),
         ("4\\sqrt{2}", "\\boxed{4\\sqrt(2)}", True),
@@ -146,7 +154,9 @@ def test_import_is_cheap() -> None:
         "v.verify('18', 'The answer is 18'); "
         "print('sympy' in sys.modules, 'torch' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=_repo())
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=_repo()
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
 
