@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from fractions import Fraction
 from typing import NamedTuple
 
+import sympy
+
 from .latex_parser import STRUCTURES, LimitError, Node, ParseError, free_symbols, parse_latex
 from .numeric import AGREE, DISAGREE, Evaluator, compare_at_points, ratio_at_points, sample_points
 from .sympy_bridge import PROVED, REFUTED, SympyBuilder, prove_equal, prove_proportional
@@ -215,9 +217,14 @@ def _relation_interval(node: Node) -> Node | None:
     return None
 
 
+_UNDEFINED = (sympy.zoo, sympy.nan, sympy.oo, -sympy.oo)
+
+
 def _prove(ob: Obligation, builder: SympyBuilder, allow_simplify: bool) -> str:
     g = builder.build(ob.gold)
     a = builder.build(ob.answer)
+    if g.has(*_UNDEFINED) or a.has(*_UNDEFINED):
+        return REFUTED  # an undefined or infinite value (1/0, log(0)) equals nothing
     if ob.mode == "eq":
         return prove_equal(g, a, allow_simplify=allow_simplify)
     return prove_proportional(g, a, positive=ob.mode == "prop+", allow_simplify=allow_simplify)

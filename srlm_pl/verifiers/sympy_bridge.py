@@ -82,7 +82,7 @@ class SympyBuilder:
         if tag == "/":
             den = self.build(node[2])
             if den == 0:
-                raise ParseError("division by zero")
+                return sympy.zoo  # undefined; the comparison treats it as equal to nothing
             return self.build(node[1]) / den
         if tag == "^":
             return _guarded_pow(self.build(node[1]), self.build(node[2]))
