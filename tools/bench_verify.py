@@ -5,15 +5,17 @@ Usage::
     .venv/bin/python tools/bench_verify.py            # corpus + real data when ../shared/data exists
     .venv/bin/python tools/bench_verify.py --json out.json --repeats 3 --batch 64
 
-Pairs: the hand-built GSM8K-style and MATH-500-style corpus of ``tests/verifiers/corpus.py`` and, when the
-real data folder is present (``$SRLM_SHARED_DATA`` or ``<repo>/../shared/data``), pairs built from the
-GSM8K test set (gold: the full reference solution; completions: "The answer is N." and a wrong N) and from
-MATH-500 (gold: the answer field; completions: the reference solution and another problem's answer).
+Pairs: the hand-built GSM8K-style and MATH-500-style corpus of ``tests/verifiers/verifier_corpus.py``
+and, when the real data folder is present (``$SRLM_SHARED_DATA`` or ``<repo>/../shared/data``), pairs
+built from the GSM8K test set (gold: the full reference solution; completions: "The answer is N." and a
+wrong N) and from MATH-500 (gold: the answer field; completions: the reference solution and another
+problem's answer).
 
 Timing: ours runs ``verify_batch`` in chunks of ``--batch`` pairs (one GRPO step's worth) with every cache
 cleared before each repeat and the worker pool already warm; math-verify runs ``parse`` + ``verify`` per
 pair with its parse caches cleared before each repeat. The best of ``--repeats`` runs is reported. Worst
-case latency is measured over the hostile inputs of ``tests/verifiers/test_safety.py`` with a 1 s timeout.
+case latency is measured over the hostile inputs of ``tests/verifiers/test_verifier_safety.py`` with a
+1 s timeout.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "verifiers"))
 
-from corpus import Pair, build_corpus  # noqa: E402
+from verifier_corpus import Pair, build_corpus  # noqa: E402
 
 from srlm_pl.verifiers import clear_caches, verify, verify_batch, warmup  # noqa: E402
 
@@ -110,7 +112,7 @@ def _timed(gold: str, completion: str, case: object) -> dict:
 def _hostile() -> tuple[list[dict], list[dict]]:
     """Latency of every hostile input, then of a slow legitimate pair that hits the deadline (its worker
     is killed and respawned) and of the next symbolic pair right after it (served by the other worker)."""
-    from test_safety import HOSTILE
+    from test_verifier_safety import HOSTILE
 
     rows = []
     for i, (gold, completion) in enumerate(HOSTILE):

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:  # the package may not be installed (plain `pytest` from a checkout)
-    sys.path.insert(0, str(REPO_ROOT))
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+for _path in (str(HERE.parents[1]), str(HERE)):  # the package may not be installed; helpers live here
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
-FIXTURES = HERE / "fixtures"
-
-
-def shared_data_dir() -> Path:
-    """``$SRLM_SHARED_DATA`` or ``<repo>/../shared/data``."""
-    env = os.environ.get("SRLM_SHARED_DATA")
-    return Path(env) if env else (REPO_ROOT / ".." / "shared" / "data").resolve()
+from verifier_paths import shared_data_dir  # noqa: E402
 
 
 @pytest.fixture(scope="session")

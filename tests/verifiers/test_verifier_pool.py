@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO_ROOT
+from verifier_paths import REPO_ROOT
 
 from srlm_pl.verifiers import verify
 from srlm_pl.verifiers.pool import WorkerPool

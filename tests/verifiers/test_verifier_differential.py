@@ -11,8 +11,8 @@ import json
 import logging
 
 import pytest
-from conftest import FIXTURES
-from corpus import build_corpus
+from verifier_corpus import build_corpus
+from verifier_paths import FIXTURES
 
 from srlm_pl.verifiers import verify_batch
 

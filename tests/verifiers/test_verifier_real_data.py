@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import FIXTURES
+from verifier_paths import FIXTURES
 
 from srlm_pl.verifiers import verify_batch
 

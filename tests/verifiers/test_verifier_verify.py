@@ -162,6 +162,6 @@ def test_import_is_cheap() -> None:
 
 
 def _repo() -> str:
-    from conftest import REPO_ROOT
+    from verifier_paths import REPO_ROOT
 
     return str(REPO_ROOT)
