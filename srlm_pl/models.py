@@ -245,6 +245,7 @@ def load_model(spec: ModelSpec, tokenizer: Any | None = None, *, trainable: bool
         model.eval()
         model.requires_grad_(False)
         return model
+    model.train()  # from_pretrained returns eval mode
     if spec.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False

@@ -37,6 +37,31 @@ def sft_config(root: Path, *, max_steps: int = 6, every: int | None = 2, lora: d
     return path
 
 
+def grpo_config(root: Path, *, max_steps: int = 3, rewards: list | None = None, every: int | None = None,
+                extra_callbacks: list | None = None, policy: dict | None = None, **model_args) -> Path:
+    callbacks = [{"class_path": "srlm_pl.callbacks.Checkpoint", "init_args": {"every_n_train_steps": every}},
+                 {"class_path": "srlm_pl.callbacks.SampleLogger", "init_args": {"every_n_steps": 1}}]
+    init = {"policy": policy or {"name_or_path": "tiny", "tiny": SMALL_TINY},
+            "rewards": rewards or [{"class_path": "reward_fns.ContainsDigit"}],
+            "num_generations": 4, "max_new_tokens": 8, "seed": 0,
+            "optimizer": {"class_path": "srlm_pl.optim.AdamW", "init_args": {"lr": 1e-2}}, **model_args}
+    cfg = {
+        "seed_everything": 0,
+        "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": max_steps, "log_every_n_steps": 1,
+                    "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
+                    "limit_val_batches": 0, "default_root_dir": str(root),
+                    "callbacks": callbacks + (extra_callbacks or [])},
+        "model": {"class_path": "srlm_pl.GRPOModule", "init_args": init},
+        "data": {"class_path": "srlm_pl.PromptDataModule", "init_args": {
+            "train": {"path": "builtin", "builtin": {"num_problems": 64, "seed": 1}},
+            "batch_size": 4, "max_length": 96}},
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "config.in.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
 def fit(config: Path, *extra: str):
     return main(["fit", "--config", str(config), *extra])
 

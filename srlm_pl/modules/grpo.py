@@ -1,0 +1,356 @@
+"""GRPO: reinforcement learning with verifiable rewards, a rollout buffer and the GRPO family of losses.
+
+Each training step (one batch of prompts):
+
+1. generate ``num_generations`` (G) completions per prompt (KV cache, seeded sampling);
+2. score them with the reward functions (weighted sum; a failing function falls back and is counted);
+3. drop groups whose rewards have zero variance (they carry no gradient) and, with
+   ``dynamic_sampling``, refill from fresh prompts up to ``max_refill_rounds`` times (DAPO);
+4. compute group advantages (``advantage``: group std, mean-only as in Dr. GRPO, or batch std);
+5. store old log-probs (only when ``mu > 1``) and reference log-probs (only when ``beta > 0``) in the
+   rollout buffer;
+6. take ``mu`` passes over the buffer in ``num_minibatches`` shuffled minibatches, one optimizer step each,
+   with the clipped policy loss (``eps_low``/``eps_high``: clip-higher), optional k3 KL to the reference
+   and optional entropy bonus, aggregated by ``loss_aggregation``.
+
+Choices and why: ``beta = 0`` by default (no reference model is loaded at all, as in DAPO / Dr. GRPO);
+with LoRA the reference is the base model with adapters disabled (no second copy). A step whose groups
+all have zero variance is skipped and counted, never trained on zeros. Under DDP the skip decision is
+global, and a rank without usable groups trains on zero advantages so every rank takes the same number
+of optimizer steps. ``trainer.max_steps`` counts optimizer steps (batches × mu × num_minibatches).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor
+
+from srlm_pl.generation import SamplingConfig, generate
+from srlm_pl.logprobs import completion_logprobs
+from srlm_pl.losses import AGGREGATIONS, Aggregation, grpo_policy_loss
+from srlm_pl.models import ModelSpec, adapters_disabled, load_model
+from srlm_pl.modules.base import PostTrainingModule, SchedulerCallable, ValGeneration
+from srlm_pl.optim import AdamW, WarmupConstant
+from srlm_pl.rollout import ADVANTAGE_MODES, AdvantageMode, Rollout, RolloutBuffer, group_advantages
+from srlm_pl.scoring import RewardFn, Scores, score
+
+
+class GRPOModule(PostTrainingModule):
+    """Group Relative Policy Optimization with verifiable rewards (manual optimization)."""
+
+    def __init__(
+        self,
+        policy: ModelSpec | None = None,
+        rewards: list[RewardFn] | None = None,
+        reward_weights: list[float] | None = None,
+        num_generations: int = 8,
+        max_new_tokens: int = 512,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        stop_strings: list[str] | None = None,
+        mu: int = 1,
+        num_minibatches: int = 1,
+        beta: float = 0.0,
+        reference: ModelSpec | None = None,
+        eps_low: float = 0.2,
+        eps_high: float = 0.2,
+        loss_aggregation: Aggregation = "dapo",
+        advantage: AdvantageMode = "group_std",
+        dynamic_sampling: bool = False,
+        max_refill_rounds: int = 3,
+        mask_truncated: bool = False,
+        entropy_coef: float = 0.0,
+        reward_fallback: float = 0.0,
+        max_grad_norm: float | None = 1.0,
+        optimizer: OptimizerCallable = AdamW,
+        scheduler: SchedulerCallable = WarmupConstant,
+        val_generation: ValGeneration | None = None,
+        loss_chunk_size: int = 1024,
+        seed: int = 0,
+    ) -> None:
+        """
+        Args:
+            policy: the model to train (hub id, folder such as a previous stage's export, or ``tiny``).
+            rewards: reward functions by ``class_path`` (default: ``srlm_pl.verifiers.AccuracyReward``).
+            reward_weights: one weight per reward function (default: all 1).
+            num_generations: completions per prompt (G, the group size); at least 2.
+            max_new_tokens: completion budget per sample.
+            temperature: sampling temperature (also applied to the log-probs, as TRL does).
+            top_p: nucleus sampling threshold (1 disables it).
+            top_k: top-k sampling (0 disables it).
+            stop_strings: extra strings that end a completion (EOS always does).
+            mu: passes over each batch of rollouts (GRPO's μ); old log-probs are stored only when mu > 1.
+            num_minibatches: optimizer steps per pass (the rollouts are split into this many minibatches).
+            beta: KL penalty weight to the reference (k3 estimator); 0 loads no reference model.
+            reference: reference model when ``beta > 0`` (default: the policy's starting weights; with
+                LoRA, the base model with adapters disabled).
+            eps_low: lower clip range of the probability ratio.
+            eps_high: upper clip range (DAPO's clip-higher uses 0.28).
+            loss_aggregation: ``grpo`` (mean of per-sequence token means), ``bnpo`` (token mean per batch),
+                ``dr_grpo`` (sum / (batch × max_new_tokens)) or ``dapo`` (token mean over the global batch).
+            advantage: ``group_std`` (GRPO), ``mean_only`` (Dr. GRPO) or ``batch_std``.
+            dynamic_sampling: replace zero-variance groups with groups from fresh prompts (DAPO).
+            max_refill_rounds: at most this many extra generation rounds per step for dynamic sampling.
+            mask_truncated: exclude completions that hit ``max_new_tokens`` from the loss.
+            entropy_coef: weight of an entropy bonus (0: entropy is only logged).
+            reward_fallback: reward given to a sample whose reward function raised or returned NaN.
+            max_grad_norm: gradient clipping norm (``null`` disables; ``trainer.gradient_clip_val`` cannot be
+                used with manual optimization).
+            optimizer: optimizer class and arguments (GRPO recipes use lr ≈ 1e-6).
+            scheduler: schedule taking ``(optimizer, total_steps)`` (default: warmup then constant).
+            val_generation: greedy validation accuracy on ``data.val`` prompts.
+            loss_chunk_size: positions per chunk of the LM head (memory vs speed).
+            seed: seeds sampling, minibatch order and prompt refills (saved in checkpoints).
+        """
+        super().__init__(policy, optimizer, scheduler, val_generation, loss_chunk_size)
+        self.automatic_optimization = False
+        checks = [(num_generations >= 2, "num_generations must be >= 2 (a group needs two samples)"),
+                  (mu >= 1, "mu must be >= 1"), (num_minibatches >= 1, "num_minibatches must be >= 1"),
+                  (0.0 <= beta, "beta must be >= 0"), (eps_low >= 0 and eps_high >= 0, "eps must be >= 0"),
+                  (temperature > 0, "temperature must be > 0 for GRPO sampling"),
+                  (loss_aggregation in AGGREGATIONS, f"loss_aggregation must be one of {AGGREGATIONS}"),
+                  (advantage in ADVANTAGE_MODES, f"advantage must be one of {ADVANTAGE_MODES}")]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"model.init_args: {message}")
+        if rewards is None:
+            from srlm_pl.verifiers.rewards import AccuracyReward
+
+            rewards = [AccuracyReward()]
+        weights = reward_weights if reward_weights is not None else [1.0] * len(rewards)
+        if len(weights) != len(rewards):
+            raise ValueError(f"model.init_args.reward_weights has {len(weights)} entries for {len(rewards)} rewards")
+        self.rewards, self.reward_weights = list(rewards), list(weights)
+        self.sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                       top_k=top_k, stop_strings=list(stop_strings or []),
+                                       num_samples=num_generations)
+        self.group_size, self.mu, self.num_minibatches = num_generations, mu, num_minibatches
+        self.beta, self.reference_spec = beta, reference
+        self.eps_low, self.eps_high = eps_low, eps_high
+        self.loss_aggregation, self.advantage = loss_aggregation, advantage
+        self.dynamic_sampling, self.max_refill_rounds = dynamic_sampling, max_refill_rounds
+        self.mask_truncated, self.entropy_coef = mask_truncated, entropy_coef
+        self.reward_fallback, self.max_grad_norm, self.seed = reward_fallback, max_grad_norm, seed
+        self.buffer = RolloutBuffer()
+        self._reference: list[torch.nn.Module] = []  # not a submodule: never in the checkpoint
+        self._rngs: dict[str, torch.Generator] = {}
+        self._rng_states: dict[str, Tensor] | None = None
+        self.skipped_steps = 0
+
+    # -- setup -----------------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        super().configure_model()
+        if self.beta > 0 and self.policy_spec.lora is None and not self._reference:
+            spec = self.reference_spec or ModelSpec(**{**self.policy_spec.__dict__, "lora": None,
+                                                       "gradient_checkpointing": False})
+            self._reference.append(load_model(spec, self.tokenizer, trainable=False, key="model.init_args.reference"))
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        for ref in self._reference:
+            ref.to(self.device)
+        rank = self.trainer.global_rank
+        for i, name in enumerate(("sample", "shuffle", "refill")):
+            gen = torch.Generator(device=self.device if name == "sample" else "cpu")
+            gen.manual_seed(self.seed * 1000 + 100 * rank + i)
+            self._rngs[name] = gen
+        if self._rng_states is not None:
+            for name, state in self._rng_states.items():
+                self._rngs[name].set_state(state)
+            self._rng_states = None
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.trainable_parameters())
+        steps = self.trainer.max_steps
+        if steps is None or steps < 0:  # epoch-bounded: batches × optimizer steps per batch
+            steps = int(self.trainer.estimated_stepping_batches) * self.mu * self.num_minibatches
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer, steps),
+                                                         "interval": "step"}}
+
+    # -- the algorithm ---------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        t0 = time.perf_counter()
+        rollout, stats = self.collect_rollouts(batch["prompt_ids"], batch["answer"])
+        t_collect = time.perf_counter() - t0
+        if rollout is None:
+            self.skipped_steps += 1
+            self.log_dict({**stats, "train/skipped_steps": float(self.skipped_steps)}, on_step=True)
+            return
+        self.buffer.fill(rollout, pad_token_id=self.tokenizer.pad_token_id)
+        t1 = time.perf_counter()
+        metrics = self.optimize_on_buffer()
+        t_train = time.perf_counter() - t1
+        tokens = float(rollout.completion_mask.sum())
+        self.log_dict({**stats, **metrics, "time/training_s": t_train, "time/step_s": t_collect + t_train,
+                       "train/skipped_steps": float(self.skipped_steps),
+                       "train/tokens_per_s": tokens / max(t_collect + t_train, 1e-9)}, on_step=True)
+
+    def collect_rollouts(self, prompts: list[list[int]], golds: list[str]) -> tuple[Rollout | None, dict[str, float]]:
+        """Generate, score, filter zero-variance groups (refilling if asked), compute advantages and
+        the old/reference log-probs. Returns ``None`` when no group carries a learning signal anywhere."""
+        parts, stats = [], {"time/generation_s": 0.0, "time/scoring_s": 0.0}
+        first = True
+        target_groups = len(prompts)
+        rounds = 0
+        while True:
+            part, part_stats = self.sample_and_score(prompts, golds)
+            for k in ("time/generation_s", "time/scoring_s"):
+                stats[k] += part_stats.pop(k)
+            if first:
+                stats.update(part_stats)  # reward/length statistics describe the batch's own prompts
+                first = False
+            keep = ~part["zero_var"]
+            parts.append(part["rollout"].select(keep.repeat_interleave(self.group_size)))
+            have = sum(p.num_rows for p in parts) // self.group_size
+            if not self.dynamic_sampling or have >= target_groups or rounds >= self.max_refill_rounds:
+                break
+            rounds += 1
+            prompts, golds = self.refill_prompts(target_groups - have)
+        stats["train/refill_rounds"] = float(rounds)
+        rollout = Rollout.cat(parts, pad_token_id=self.tokenizer.pad_token_id, renumber_groups=True)
+        if rollout.num_rows > target_groups * self.group_size:
+            rollout = rollout.select(slice(0, target_groups * self.group_size))
+        usable = rollout.num_rows > 0 and bool(rollout.completion_mask.any())
+        if not self.any_rank(usable):
+            return None, stats
+        if not usable:  # other ranks train this step: join with zero advantages (zero gradient)
+            rollout = part["rollout"].select(slice(0, self.group_size))
+            rollout = rollout._replace(advantages=torch.zeros_like(rollout.advantages))
+        return self.attach_logprobs(rollout.trim()), stats
+
+    def sample_and_score(self, prompts: list[list[int]], golds: list[str]) -> tuple[dict[str, Any], dict[str, float]]:
+        t0 = time.perf_counter()
+        out = generate(self.model, prompts, self.sampling, eos_token_ids=[self.tokenizer.eos_token_id],
+                       pad_token_id=self.tokenizer.pad_token_id, decode=self.tokenizer.decode,
+                       generator=self._rngs["sample"], sync_ranks=self.shards_parameters())
+        t1 = time.perf_counter()
+        texts = [self.tokenizer.decode(ids[:n], skip_special_tokens=True)
+                 for ids, n in zip(out.completion_ids.tolist(), out.lengths.tolist(), strict=True)]
+        repeated_golds = [g for g in golds for _ in range(self.group_size)]
+        scores = score(texts, repeated_golds, self.rewards, self.reward_weights, self.reward_fallback)
+        t2 = time.perf_counter()
+        rewards = scores.total.to(self.device)
+        advantages = group_advantages(rewards, self.group_size, self.advantage)
+        grouped = rewards.view(-1, self.group_size)
+        zero_var = (grouped == grouped[:, :1]).all(dim=1)
+        mask = out.completion_mask
+        if self.mask_truncated:
+            mask = mask * (~out.truncated).long()[:, None]
+        groups = torch.arange(len(prompts), device=self.device).repeat_interleave(self.group_size)
+        rollout = Rollout(out.prompt_ids, out.prompt_mask, out.completion_ids, mask, rewards, advantages, groups,
+                          truncated=out.truncated)
+        prompt_texts = [self.tokenizer.decode(p) for p in prompts for _ in range(self.group_size)]
+        self.last_samples = {"prompts": prompt_texts, "completions": texts, "golds": repeated_golds,
+                             "rewards": rewards.tolist()}
+        stats = {"time/generation_s": t1 - t0, "time/scoring_s": t2 - t1, **self.reward_stats(scores),
+                 "train/zero_variance_frac": zero_var.float().mean().item(),
+                 "completion/len_mean": out.lengths.float().mean().item(),
+                 "completion/len_max": out.lengths.max().item(),
+                 "completion/truncated_frac": out.truncated.float().mean().item(),
+                 "completion/tokens_per_s_generation": float(out.lengths.sum()) / max(t1 - t0, 1e-9)}
+        return {"rollout": rollout, "zero_var": zero_var}, stats
+
+    def attach_logprobs(self, rollout: Rollout) -> Rollout:
+        """Old log-probs (μ > 1) and reference log-probs (β > 0), computed once per rollout."""
+        old = ref = None
+        with torch.no_grad():
+            if self.mu > 1:
+                old = self.logprobs(self.model, rollout)[0]
+            if self.beta > 0:
+                if self._reference:
+                    ref = self.logprobs(self._reference[0], rollout)[0]
+                else:
+                    with adapters_disabled(self.model):
+                        ref = self.logprobs(self.model, rollout)[0]
+        return rollout._replace(old_logp=old, ref_logp=ref)
+
+    def optimize_on_buffer(self) -> dict[str, float]:
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        global_tokens = self.global_token_count(self.buffer.rollout.completion_mask)
+        sums: dict[str, float] = {}
+        steps = 0
+        for _ in range(self.mu):
+            for mb in self.buffer.minibatches(self.num_minibatches, generator=self._rngs["shuffle"]):
+                mb = mb.to(self.device)
+                logp, entropy = self.logprobs(self.model, mb, with_entropy=True)
+                loss, metrics = grpo_policy_loss(
+                    logp, mb.advantages, mb.completion_mask, old_logp=mb.old_logp, ref_logp=mb.ref_logp,
+                    beta=self.beta, eps_low=self.eps_low, eps_high=self.eps_high,
+                    aggregation=self.loss_aggregation, max_completion_length=self.sampling.max_new_tokens,
+                    num_global_tokens=global_tokens / self.num_minibatches, entropy=entropy,
+                    entropy_coef=self.entropy_coef)
+                opt.zero_grad()
+                self.manual_backward(loss)
+                if self.max_grad_norm is not None:
+                    self.clip_gradients(opt, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
+                opt.step()
+                sched.step()
+                steps += 1
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+        self.log_lr()
+        return {f"train/{k}": v / steps for k, v in sums.items()}
+
+    # -- helpers ---------------------------------------------------------------------------------------
+    def logprobs(self, model: torch.nn.Module, r: Rollout, with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+        return completion_logprobs(model, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask,
+                                   temperature=self.sampling.temperature, chunk_size=self.loss_chunk_size,
+                                   vocab_size=len(self.tokenizer), with_entropy=with_entropy)
+
+    def global_token_count(self, mask: Tensor) -> float:
+        """Completion tokens in the global batch, divided by the world size (DDP averages gradients)."""
+        total = mask.sum().float()
+        world = self.trainer.world_size
+        if world > 1:
+            total = self.trainer.strategy.reduce(total, reduce_op="sum")
+        return max(float(total) / world, 1.0)
+
+    def any_rank(self, flag: bool) -> bool:
+        value = torch.tensor(float(flag), device=self.device)
+        if self.trainer.world_size > 1:
+            value = self.trainer.strategy.reduce(value, reduce_op="max")
+        return bool(value > 0)
+
+    def shards_parameters(self) -> bool:
+        from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+
+        return isinstance(self.trainer.strategy, FSDPStrategy | ModelParallelStrategy)
+
+    def refill_prompts(self, n: int) -> tuple[list[list[int]], list[str]]:
+        """``n`` fresh prompts from the training set (seeded; the order is part of the checkpoint)."""
+        items = self.trainer.datamodule.datasets["train"]
+        idx = torch.randint(len(items), (n,), generator=self._rngs["refill"]).tolist()
+        rows = [items[i] for i in idx]
+        return [list(r["input_ids"]) for r in rows], [r["answer"] for r in rows]
+
+    def reward_stats(self, scores: Scores) -> dict[str, float]:
+        out = {"reward/mean": scores.total.mean().item(), "reward/std": scores.total.std().item()}
+        for name, values in scores.per_function.items():
+            out[f"reward/{name}_mean"] = values.mean().item()
+            out[f"reward/{name}_std"] = values.std().item()
+            out[f"reward/{name}_fallbacks"] = float(scores.fallbacks[name])
+            if name == "accuracy":
+                out["train/accuracy"] = values.mean().item()
+        return out
+
+    # -- validation, checkpointing -----------------------------------------------------------------------
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if self.val_generation is not None:
+            self.validate_by_generation(batch["prompt_ids"], batch["answer"], batch_idx)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["grpo"] = {"rngs": {k: g.get_state() for k, g in self._rngs.items()},
+                              "buffer": self.buffer.state_dict(), "skipped_steps": self.skipped_steps}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("grpo")
+        if state is None:
+            return
+        self._rng_states = state["rngs"]
+        self.buffer.load_state_dict(state["buffer"])
+        self.skipped_steps = state["skipped_steps"]

@@ -1,0 +1,59 @@
+"""Scoring completions with weighted reward functions, robust to a reward function that fails.
+
+A reward function is any callable ``(completions, golds) -> list[float]`` with a ``name`` attribute
+(``srlm_pl.verifiers.rewards`` has the built-in ones, selected by ``class_path``). If one raises, returns
+the wrong number of values, or returns NaN/inf, the affected samples get ``fallback`` and are counted;
+training goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+RewardFn = Callable[[Sequence[str], Sequence[str]], list[float]]
+
+
+@dataclass
+class Scores:
+    """Weighted total per sample, each function's raw values, and how many samples fell back."""
+
+    total: Tensor  # [N] float32
+    per_function: dict[str, Tensor] = field(default_factory=dict)  # name -> [N]
+    fallbacks: dict[str, int] = field(default_factory=dict)  # name -> count
+
+
+def reward_name(fn: RewardFn, index: int) -> str:
+    return str(getattr(fn, "name", None) or getattr(fn, "__name__", None) or f"reward{index}")
+
+
+def score(completions: Sequence[str], golds: Sequence[str], functions: Sequence[RewardFn],
+          weights: Sequence[float], fallback: float = 0.0) -> Scores:
+    if len(functions) != len(weights):
+        raise ValueError(f"{len(functions)} reward functions but {len(weights)} weights")
+    n = len(completions)
+    total = torch.zeros(n, dtype=torch.float32)
+    out = Scores(total)
+    for i, (fn, w) in enumerate(zip(functions, weights, strict=True)):
+        name = reward_name(fn, i)
+        try:
+            values = [float(v) for v in fn(completions, golds)]
+            if len(values) != n:
+                raise ValueError(f"returned {len(values)} values for {n} completions")
+        except Exception as err:  # a user reward function may fail in any way: fall back, count, go on
+            log.warning("reward %s failed on a batch of %d: %s: %s", name, n, type(err).__name__, err)
+            values, bad = [fallback] * n, n
+        else:
+            bad = sum(not math.isfinite(v) for v in values)
+            values = [v if math.isfinite(v) else fallback for v in values]
+        raw = torch.tensor(values, dtype=torch.float32)
+        out.per_function[name] = raw
+        out.fallbacks[name] = bad
+        total += w * raw
+    return out

@@ -1,0 +1,137 @@
+import json
+import math
+
+import pytest
+import torch
+
+from cli_utils import SMALL_TINY, fit, grpo_config, logged
+from srlm_pl.models import LoRAConfig, ModelSpec, TinyConfig
+from srlm_pl.modules.grpo import GRPOModule
+
+
+def test_a_step_logs_the_algorithm_and_writes_samples(tmp_path) -> None:
+    fit(grpo_config(tmp_path, max_steps=2))
+    for key in ["reward/mean", "reward/digit_mean", "reward/digit_std", "train/zero_variance_frac",
+                "completion/len_mean", "completion/len_max", "completion/truncated_frac", "train/clip_frac_low",
+                "train/clip_frac_high", "train/entropy", "time/generation_s", "time/scoring_s", "time/training_s",
+                "train/tokens_per_s", "lr"]:
+        assert logged(tmp_path, key), key
+    assert max(logged(tmp_path, "completion/len_max").values()) <= 8
+    samples = [json.loads(x) for x in (tmp_path / "logs" / "version_0" / "samples.jsonl").read_text().splitlines()]
+    assert samples and {"prompt", "completion", "extracted", "gold", "reward"} <= set(samples[0])
+    assert all(s["reward"] == (1.0 if "7" in s["completion"] else 0.0) for s in samples)
+
+
+def test_reward_rises_on_a_learnable_reward(tmp_path) -> None:
+    """Seeded: a random tiny policy learns to emit the digit 7 (mean reward of the last steps > first)."""
+    fit(grpo_config(tmp_path, max_steps=12, max_new_tokens=6, num_generations=8))
+    rewards = logged(tmp_path, "reward/mean")
+    steps = sorted(rewards)
+    first, last = [rewards[s] for s in steps[:3]], [rewards[s] for s in steps[-3:]]
+    assert sum(last) / 3 > sum(first) / 3 + 0.15, rewards
+
+
+def test_all_zero_variance_groups_skip_the_step(tmp_path) -> None:
+    cli = fit(grpo_config(tmp_path, max_steps=2, rewards=[{"class_path": "reward_fns.Constant"}],
+                          dynamic_sampling=True, max_refill_rounds=1), "--trainer.limit_train_batches", "3",
+              "--trainer.max_epochs", "1")
+    assert cli.trainer.global_step == 0, "no optimizer step on zero-variance groups"
+    assert cli.model.skipped_steps == 3
+    assert logged(tmp_path, "train/skipped_steps")
+    assert all(not math.isnan(v) for v in logged(tmp_path, "reward/mean").values())
+
+
+def test_failing_and_nan_rewards_fall_back_and_are_counted(tmp_path) -> None:
+    fit(grpo_config(tmp_path, max_steps=1, rewards=[{"class_path": "reward_fns.ContainsDigit"},
+                                                    {"class_path": "reward_fns.Raises"},
+                                                    {"class_path": "reward_fns.NaNEveryOther"}],
+                    reward_weights=[1.0, 1.0, 1.0], reward_fallback=-1.0))
+    assert logged(tmp_path, "reward/raises_fallbacks")[0] == 16  # 4 prompts x 4 completions
+    assert logged(tmp_path, "reward/nan_fallbacks")[0] == 8
+    assert logged(tmp_path, "reward/raises_mean")[0] == -1.0
+    assert logged(tmp_path, "reward/nan_mean")[0] == 0.0  # half 1.0, half the fallback -1.0
+
+
+def test_bad_settings_fail_before_training() -> None:
+    with pytest.raises(ValueError, match="num_generations must be >= 2"):
+        GRPOModule(num_generations=1, rewards=[])
+    with pytest.raises(ValueError, match="reward_weights has 2 entries for 1 rewards"):
+        GRPOModule(rewards=[lambda c, g: [0.0] * len(c)], reward_weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match="loss_aggregation"):
+        GRPOModule(loss_aggregation="mean", rewards=[])
+
+
+def test_reference_and_old_logprobs_only_when_needed(tmp_path) -> None:
+    spec = ModelSpec(tiny=TinyConfig(**SMALL_TINY))
+    plain = GRPOModule(policy=spec, rewards=[])
+    plain.configure_model()
+    assert plain._reference == []  # beta = 0: no reference model at all
+    lora = GRPOModule(policy=ModelSpec(tiny=TinyConfig(**SMALL_TINY), lora=LoRAConfig(r=4, alpha=8)), beta=0.1,
+                      rewards=[])
+    lora.configure_model()
+    assert lora._reference == []  # LoRA: the reference is the base model with adapters disabled
+    full = GRPOModule(policy=spec, beta=0.1, rewards=[])
+    full.configure_model()
+    assert len(full._reference) == 1 and not any(p.requires_grad for p in full._reference[0].parameters())
+    assert not any(k.startswith("_reference") for k in full.state_dict())
+
+
+def _rollout():
+    from srlm_pl.rollout import Rollout
+
+    ids = torch.tensor([[5, 6, 7], [8, 9, 10]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    return Rollout(ids, torch.ones_like(ids), ids + 1, mask, torch.zeros(2), torch.zeros(2), torch.tensor([0, 0]))
+
+
+def test_old_and_reference_logprobs_are_attached_only_when_needed() -> None:
+    spec = ModelSpec(tiny=TinyConfig(**SMALL_TINY))
+    lean = GRPOModule(policy=spec, rewards=[])
+    lean.configure_model()
+    r = lean.attach_logprobs(_rollout())
+    assert r.old_logp is None and r.ref_logp is None  # mu = 1, beta = 0: no extra forward passes
+    full = GRPOModule(policy=spec, rewards=[], mu=2, beta=0.1)
+    full.configure_model()
+    r = full.attach_logprobs(_rollout())
+    # before any update the policy equals the reference: identical log-probs, so the k3 KL is exactly 0
+    torch.testing.assert_close(r.old_logp, r.ref_logp)
+    assert (r.old_logp[1, 2] == 0) and (r.old_logp[0] < 0).all()  # masked position stays 0
+
+
+def test_kl_and_clipping_are_logged_with_mu2_and_beta(tmp_path) -> None:
+    fit(grpo_config(tmp_path, max_steps=4, beta=0.1, mu=2))
+    kl = logged(tmp_path, "train/kl")
+    assert kl and all(v >= 0 for v in kl.values()) and max(kl.values()) > 0
+    assert logged(tmp_path, "train/clip_frac")
+
+
+def test_lora_reference_logprobs_equal_the_base_model() -> None:
+    module = GRPOModule(policy=ModelSpec(tiny=TinyConfig(**SMALL_TINY), lora=LoRAConfig(r=4, alpha=8, dropout=0.0)),
+                        beta=0.1, rewards=[])
+    module.configure_model()
+    with torch.no_grad():
+        for n, p in module.model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    r = _rollout()
+    ref = module.attach_logprobs(r).ref_logp
+    with module.model.disable_adapter():
+        expected = module.logprobs(module.model, r)[0]
+    adapted = module.logprobs(module.model, r)[0]
+    torch.testing.assert_close(ref, expected)
+    assert not torch.allclose(ref, adapted)
+
+
+def test_resume_continues_identically(tmp_path) -> None:
+    straight = tmp_path / "straight"
+    fit(grpo_config(straight, max_steps=6, every=2))
+    crashed = tmp_path / "crashed"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(grpo_config(crashed, max_steps=6, every=2,
+                        extra_callbacks=[{"class_path": "crash_callback.CrashAtStep", "init_args": {"step": 3}}]))
+    fit(grpo_config(crashed, max_steps=6, every=2), "--ckpt_path", "last")
+    for key in ["reward/mean", "train/loss", "completion/len_mean"]:
+        expected, resumed = logged(straight, key), logged(crashed, key)
+        assert sorted(expected) == sorted(resumed), key
+        for step in expected:
+            assert resumed[step] == pytest.approx(expected[step], rel=1e-5, abs=1e-6), (key, step)
