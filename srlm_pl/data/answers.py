@@ -9,28 +9,11 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+from srlm_pl.verifiers.extract import last_boxed
+
 AnswerFormat = Literal["gsm8k", "boxed", "answer_is", "keep"]
 _CALC = re.compile(r"<<[^<>]*>>")
 _FINAL = re.compile(r"\n?#### *(.+?)\s*$", re.S)
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}``/``\\fbox{...}`` (balanced braces), else None."""
-    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if start < 0:
-        return None
-    open_at = text.find("{", start)
-    if open_at < 0:
-        return None
-    depth = 0
-    for i in range(open_at, len(text)):
-        if text[i] == "{":
-            depth += 1
-        elif text[i] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[open_at + 1: i].strip() or None
-    return None
 
 
 def gold_from_solution(solution: str) -> str | None:
@@ -38,7 +21,8 @@ def gold_from_solution(solution: str) -> str | None:
     if "####" in solution:
         answer = solution.rsplit("####", 1)[1].strip()
         return answer.replace(",", "") if re.fullmatch(r"[-\d,.]+", answer) else (answer or None)
-    return last_boxed(solution)
+    boxed = last_boxed(solution)
+    return boxed.strip() or None if boxed is not None else None
 
 
 def strip_calculator(text: str) -> str:

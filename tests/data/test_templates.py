@@ -1,5 +1,6 @@
-from srlm_pl.data.answers import format_solution, gold_from_solution, last_boxed, strip_calculator
+from srlm_pl.data.answers import format_solution, gold_from_solution, strip_calculator
 from srlm_pl.data.templates import PromptTemplate
+from srlm_pl.verifiers.extract import last_boxed
 
 SOL = "She sold 48/2 = <<48/2=24>>24 clips.\nIn total 48+24 = <<48+24=72>>72.\n#### 72"
 
