@@ -99,16 +99,26 @@ def top_p_filter(logits: Tensor, top_p: float) -> Tensor:
     return logits.masked_fill(remove, float("-inf"))
 
 
-def sample_next_token(
-    logits: Tensor, config: SamplingConfig, generator: torch.Generator | None = None
-) -> Tensor:
-    """Next token per row from ``logits[N, V]`` -> ``[N]`` (greedy when ``config.temperature == 0``)."""
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def sample_next_token(logits: Tensor, config: SamplingConfig, generator: Generators = None) -> Tensor:
+    """Next token per row from ``logits[N, V]`` -> ``[N]`` (greedy when ``config.temperature == 0``).
+
+    ``generator`` may be one generator for the whole batch, or one per prompt (a sequence of B generators
+    for N = B * G rows): each group of G rows then draws from its own stream, so a prompt's samples do not
+    depend on which other prompts share the batch (or the process).
+    """
     if config.temperature == 0:
         return logits.argmax(-1)
     scores = logits.float() / config.temperature
     scores = top_p_filter(top_k_filter(scores, config.top_k), config.top_p)
     probs = scores.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    group = probs.shape[0] // len(generator)
+    return torch.cat([torch.multinomial(probs[i * group: (i + 1) * group], 1, generator=g).squeeze(-1)
+                      for i, g in enumerate(generator)])
 
 
 def _forward_params(model: nn.Module) -> set[str]:
@@ -162,7 +172,7 @@ def generate(
     eos_token_ids: Sequence[int],
     pad_token_id: int,
     decode: Callable[[list[int]], str] | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     use_cache: bool = True,
     sync_ranks: bool = False,
     stop_string_window: int | None = None,
@@ -183,8 +193,11 @@ def generate(
     if config.stop_strings and decode is None:
         raise ValueError("stop_strings require a decode function")
     device = next(model.parameters()).device
-    if generator is not None and generator.device.type != device.type:
-        raise ValueError(f"generator is on {generator.device}, the model on {device}")
+    gens = [] if generator is None else [generator] if isinstance(generator, torch.Generator) else list(generator)
+    if any(g.device.type != device.type for g in gens):
+        raise ValueError(f"generator is on {gens[0].device}, the model on {device}")
+    if generator is not None and not isinstance(generator, torch.Generator) and len(gens) != len(prompts):
+        raise ValueError(f"{len(gens)} generators for {len(prompts)} prompts: pass one per prompt or a single one")
     if stop_string_window is None:
         stop_string_window = max((len(s) for s in config.stop_strings), default=0) + 8
     modes = {m: m.training for m in model.modules()}
@@ -206,7 +219,7 @@ def _generate(
     eos_token_ids: Sequence[int],
     pad_token_id: int,
     decode: Callable[[list[int]], str] | None,
-    generator: torch.Generator | None,
+    generator: Generators,
     use_cache: bool,
     sync_ranks: bool,
     window: int,

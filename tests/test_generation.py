@@ -247,3 +247,20 @@ def test_sync_ranks_keeps_stepping_while_another_rank_runs(model, monkeypatch):
     assert len(reduced) == 9 and len(calls) == 10 + 1  # synced: all 10 steps; unsynced: prefill only
     assert_same(synced, local)
     assert unsynced.lengths.tolist() == [1]
+
+
+def test_per_prompt_generators_make_samples_independent_of_the_batch(model):
+    """One generator per prompt: a prompt's samples are the same alone or batched with others (how GRPO gets
+    identical rollouts from 1 process x B prompts and 2 processes x B/2)."""
+    cfg = SamplingConfig(max_new_tokens=6, temperature=1.0, num_samples=3)
+
+    def gens(*seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    both = generate(model, PROMPTS[:2], cfg, eos_token_ids=[], pad_token_id=0, generator=gens(11, 22))
+    first = generate(model, PROMPTS[:1], cfg, eos_token_ids=[], pad_token_id=0, generator=gens(11))
+    second = generate(model, PROMPTS[1:2], cfg, eos_token_ids=[], pad_token_id=0, generator=gens(22))
+    assert rows(both)[:3] == rows(first) and rows(both)[3:] == rows(second)
+    assert len({tuple(r) for r in rows(first)}) > 1  # the G samples of a prompt still differ
+    with pytest.raises(ValueError, match="2 generators for 1 prompts"):
+        generate(model, PROMPTS[:1], cfg, eos_token_ids=[], pad_token_id=0, generator=gens(1, 2))

@@ -13,6 +13,10 @@ Each training step (one batch of prompts):
    with the clipped policy loss (``eps_low``/``eps_high``: clip-higher), optional k3 KL to the reference
    and optional entropy bonus, aggregated by ``loss_aggregation``.
 
+Randomness is a pure function of ``(seed, batch index, prompt id)``: a prompt's G samples do not depend on
+the process or the other prompts of its batch, so 1 process × B prompts and 2 × B/2 sample the same
+completions, and a resumed run replays the interrupted one exactly with no RNG state to checkpoint.
+
 Choices and why: ``beta = 0`` by default (no reference model is loaded at all, as in DAPO / Dr. GRPO);
 with LoRA the reference is the base model with adapters disabled (no second copy). A step whose groups
 all have zero variance is skipped and counted, never trained on zeros. Under DDP the skip decision is
@@ -22,6 +26,7 @@ of optimizer steps. ``trainer.max_steps`` counts optimizer steps (batches × mu 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -105,7 +110,7 @@ class GRPOModule(PostTrainingModule):
             scheduler: schedule taking ``(optimizer, total_steps)`` (default: warmup then constant).
             val_generation: greedy validation accuracy on ``data.val`` prompts.
             loss_chunk_size: positions per chunk of the LM head (memory vs speed).
-            seed: seeds sampling, minibatch order and prompt refills (saved in checkpoints).
+            seed: seeds sampling (per prompt and step), minibatch order and prompt refills.
         """
         super().__init__(policy, optimizer, scheduler, val_generation, loss_chunk_size)
         self.automatic_optimization = False
@@ -138,8 +143,6 @@ class GRPOModule(PostTrainingModule):
         self.reward_fallback, self.max_grad_norm, self.seed = reward_fallback, max_grad_norm, seed
         self.buffer = RolloutBuffer()
         self._reference: list[torch.nn.Module] = []  # not a submodule: never in the checkpoint
-        self._rngs: dict[str, torch.Generator] = {}
-        self._rng_states: dict[str, Tensor] | None = None
         self.skipped_steps = 0
 
     # -- setup -----------------------------------------------------------------------------------------
@@ -154,15 +157,6 @@ class GRPOModule(PostTrainingModule):
         super().on_fit_start()
         for ref in self._reference:
             ref.to(self.device)
-        rank = self.trainer.global_rank
-        for i, name in enumerate(("sample", "shuffle", "refill")):
-            gen = torch.Generator(device=self.device if name == "sample" else "cpu")
-            gen.manual_seed(self.seed * 1000 + 100 * rank + i)
-            self._rngs[name] = gen
-        if self._rng_states is not None:
-            for name, state in self._rng_states.items():
-                self._rngs[name].set_state(state)
-            self._rng_states = None
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.trainable_parameters())
@@ -175,7 +169,7 @@ class GRPOModule(PostTrainingModule):
     # -- the algorithm ---------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         t0 = time.perf_counter()
-        rollout, stats = self.collect_rollouts(batch["prompt_ids"], batch["answer"])
+        rollout, stats = self.collect_rollouts(batch["prompt_ids"], batch["answer"], batch["id"])
         t_collect = time.perf_counter() - t0
         if rollout is None:
             self.skipped_steps += 1
@@ -190,7 +184,8 @@ class GRPOModule(PostTrainingModule):
                        "train/skipped_steps": float(self.skipped_steps),
                        "train/tokens_per_s": tokens / max(t_collect + t_train, 1e-9)}, on_step=True)
 
-    def collect_rollouts(self, prompts: list[list[int]], golds: list[str]) -> tuple[Rollout | None, dict[str, float]]:
+    def collect_rollouts(self, prompts: list[list[int]], golds: list[str],
+                         ids: list[str]) -> tuple[Rollout | None, dict[str, float]]:
         """Generate, score, filter zero-variance groups (refilling if asked), compute advantages and
         the old/reference log-probs. Returns ``None`` when no group carries a learning signal anywhere."""
         parts, stats = [], {"time/generation_s": 0.0, "time/scoring_s": 0.0}
@@ -198,7 +193,7 @@ class GRPOModule(PostTrainingModule):
         target_groups = len(prompts)
         rounds = 0
         while True:
-            part, part_stats = self.sample_and_score(prompts, golds)
+            part, part_stats = self.sample_and_score(prompts, golds, ids)
             for k in ("time/generation_s", "time/scoring_s"):
                 stats[k] += part_stats.pop(k)
             if first:
@@ -210,7 +205,7 @@ class GRPOModule(PostTrainingModule):
             if not self.dynamic_sampling or have >= target_groups or rounds >= self.max_refill_rounds:
                 break
             rounds += 1
-            prompts, golds = self.refill_prompts(target_groups - have)
+            prompts, golds, ids = self.refill_prompts(target_groups - have, rounds)
         stats["train/refill_rounds"] = float(rounds)
         rollout = Rollout.cat(parts, pad_token_id=self.tokenizer.pad_token_id, renumber_groups=True)
         if rollout.num_rows > target_groups * self.group_size:
@@ -223,11 +218,13 @@ class GRPOModule(PostTrainingModule):
             rollout = rollout._replace(advantages=torch.zeros_like(rollout.advantages))
         return self.attach_logprobs(rollout.trim()), stats
 
-    def sample_and_score(self, prompts: list[list[int]], golds: list[str]) -> tuple[dict[str, Any], dict[str, float]]:
+    def sample_and_score(self, prompts: list[list[int]], golds: list[str],
+                         ids: list[str]) -> tuple[dict[str, Any], dict[str, float]]:
         t0 = time.perf_counter()
+        generators = [self.rng("sample", prompt_id, device=self.device) for prompt_id in ids]
         out = generate(self.model, prompts, self.sampling, eos_token_ids=[self.tokenizer.eos_token_id],
                        pad_token_id=self.tokenizer.pad_token_id, decode=self.tokenizer.decode,
-                       generator=self._rngs["sample"], sync_ranks=self.shards_parameters())
+                       generator=generators, sync_ranks=self.shards_parameters())
         t1 = time.perf_counter()
         texts = [self.tokenizer.decode(ids[:n], skip_special_tokens=True)
                  for ids, n in zip(out.completion_ids.tolist(), out.lengths.tolist(), strict=True)]
@@ -275,7 +272,8 @@ class GRPOModule(PostTrainingModule):
         sums: dict[str, float] = {}
         steps = 0
         for _ in range(self.mu):
-            for mb in self.buffer.minibatches(self.num_minibatches, generator=self._rngs["shuffle"]):
+            shuffle = self.rng("shuffle", str(self.trainer.global_rank))
+            for mb in self.buffer.minibatches(self.num_minibatches, generator=shuffle):
                 mb = mb.to(self.device)
                 logp, entropy = self.logprobs(self.model, mb, with_entropy=True)
                 loss, metrics = grpo_policy_loss(
@@ -321,12 +319,19 @@ class GRPOModule(PostTrainingModule):
 
         return isinstance(self.trainer.strategy, FSDPStrategy | ModelParallelStrategy)
 
-    def refill_prompts(self, n: int) -> tuple[list[list[int]], list[str]]:
-        """``n`` fresh prompts from the training set (seeded; the order is part of the checkpoint)."""
+    def rng(self, stream: str, key: str, device: torch.device | str = "cpu") -> torch.Generator:
+        """A generator seeded by (seed, batch index, stream, key): sampling for a prompt depends on the prompt
+        and the step only, not on the process or batch it lands in, and a resumed run replays it exactly."""
+        step = self.trainer.fit_loop.epoch_loop.total_batch_idx if self._trainer is not None else 0
+        digest = hashlib.sha256(f"{self.seed}|{step}|{stream}|{key}".encode()).digest()
+        return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+    def refill_prompts(self, n: int, round_: int) -> tuple[list[list[int]], list[str], list[str]]:
+        """``n`` fresh prompts from the training set for dynamic sampling (seeded per step, round and rank)."""
         items = self.trainer.datamodule.datasets["train"]
-        idx = torch.randint(len(items), (n,), generator=self._rngs["refill"]).tolist()
-        rows = [items[i] for i in idx]
-        return [list(r["input_ids"]) for r in rows], [r["answer"] for r in rows]
+        gen = self.rng("refill", f"{self.trainer.global_rank}|{round_}")
+        rows = [items[i] for i in torch.randint(len(items), (n,), generator=gen).tolist()]
+        return [list(r["input_ids"]) for r in rows], [r["answer"] for r in rows], [f"refill|{r['id']}" for r in rows]
 
     def reward_stats(self, scores: Scores) -> dict[str, float]:
         out = {"reward/mean": scores.total.mean().item(), "reward/std": scores.total.std().item()}
@@ -344,13 +349,10 @@ class GRPOModule(PostTrainingModule):
             self.validate_by_generation(batch["prompt_ids"], batch["answer"], batch_idx)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["grpo"] = {"rngs": {k: g.get_state() for k, g in self._rngs.items()},
-                              "buffer": self.buffer.state_dict(), "skipped_steps": self.skipped_steps}
+        checkpoint["grpo"] = {"buffer": self.buffer.state_dict(), "skipped_steps": self.skipped_steps}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("grpo")
-        if state is None:
-            return
-        self._rng_states = state["rngs"]
-        self.buffer.load_state_dict(state["buffer"])
-        self.skipped_steps = state["skipped_steps"]
+        if state is not None:
+            self.buffer.load_state_dict(state["buffer"])
+            self.skipped_steps = state["skipped_steps"]
