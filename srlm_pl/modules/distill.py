@@ -1,0 +1,280 @@
+"""Knowledge distillation from a frozen teacher: logit KD on dataset, student-sampled or teacher-sampled text.
+
+Per training step (GKD, Agarwal et al. 2024, as TRL's ``GKDTrainer`` and torchtune's KD recipes):
+
+1. choose where the step's completions come from: with probability ``lmbda`` the student samples them
+   from the batch's prompts (on-policy); otherwise the teacher samples them when ``seq_kd`` is on
+   (sequence-level KD), else the dataset's completions are used (off-policy, supervised KD);
+2. run student and teacher on prompt + completion and gather the hidden states of completion positions
+   only (prompt and padding never count);
+3. loss = ``alpha`` x CE(labels) + (1 - ``alpha``) x generalized JSD_beta(student, teacher), both token
+   means, the JSD at temperature ``temperature`` on both distributions and scaled by ``temperature**2``
+   (``beta = 0``: forward KL(T||S), ``beta = 1``: reverse KL(S||T)); computed by ``losses.chunked_kd_loss``
+   ``loss_chunk_size`` positions at a time, so no ``[B, T, V]`` logits of either model exist.
+
+Choices: the token mean is over the *global* batch of a step (counts summed over processes), as in SFT.
+The teacher is held outside ``nn.Module`` registration, so it is not in ``parameters()`` (optimizer), not in
+``state_dict()`` (checkpoints hold the student only) and not touched by ``.train()``; it is loaded after
+the student in ``configure_model`` through ``configure_teacher`` (the place for FSDP sharding). Random
+choices come from a module-owned generator seeded by ``seed``: identical on every process (all ranks take
+the same branch, so generation's collective stop test lines up) and saved in checkpoints, so a resumed run
+makes the same choices. Each sampling step draws a fresh sampling seed from it (plus the rank).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import SumMetric
+
+from srlm_pl.generation import SamplingConfig, generate
+from srlm_pl.kd_batch import batch_from_generation, prompts_from_batch
+from srlm_pl.losses import chunked_kd_loss
+from srlm_pl.models import ModelSpec, unwrap_peft
+from srlm_pl.modules.base import (
+    PostTrainingModule,
+    SchedulerCallable,
+    ValGeneration,
+    completion_positions,
+    hidden_states,
+    lm_head,
+)
+from srlm_pl.optim import AdamW, WarmupCosine
+from srlm_pl.teacher import TEACHER_KEY, check_vocabulary, head_rows, load_teacher, place_teacher
+
+Source = Literal["dataset", "student", "teacher"]
+_KEY = "model.init_args"
+
+
+@dataclass
+class _Frozen:
+    """Holder that keeps the teacher out of module registration (a plain object, not an ``nn.Module``)."""
+
+    model: nn.Module | None = None
+    tokenizer: Any = None
+
+
+def _check_unit(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{_KEY}.{name} must be in [0, 1], got {value}")
+
+
+def teacher_hidden_states(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+    """Final normed hidden states ``[B, T, H]`` from the decoder alone (no logits, no per-layer states)."""
+    out = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                              position_ids=batch.get("position_ids"), use_cache=False)
+    return out.last_hidden_state
+
+
+def eos_ids(tokenizer: Any, model: nn.Module) -> list[int]:
+    """The tokenizer's EOS plus the generation config's (Qwen2.5-Instruct also stops at <|endoftext|>)."""
+    ids = {tokenizer.eos_token_id}
+    cfg = getattr(unwrap_peft(model), "generation_config", None)
+    extra = getattr(cfg, "eos_token_id", None) if cfg is not None else None
+    ids |= set(extra) if isinstance(extra, list | tuple) else ({extra} if extra is not None else set())
+    return sorted(i for i in ids if i is not None)
+
+
+class DistillModule(PostTrainingModule):
+    """Knowledge distillation (logit KD, on-policy GKD, sequence-level KD) into the policy (the student)."""
+
+    def __init__(
+        self,
+        policy: ModelSpec | None = None,
+        teacher: ModelSpec | None = None,
+        optimizer: OptimizerCallable = AdamW,
+        scheduler: SchedulerCallable = WarmupCosine,
+        val_generation: ValGeneration | None = None,
+        loss_chunk_size: int = 1024,
+        alpha: float = 0.0,
+        beta: float = 0.5,
+        temperature: float = 1.0,
+        lmbda: float = 0.0,
+        seq_kd: bool = False,
+        max_new_tokens: int = 256,
+        sampling_temperature: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        """
+        Args:
+            policy: the student (hub id, local folder or ``tiny``; LoRA/QLoRA via ``lora``/``quantization``);
+                ``layer_stride: n`` on the teacher's folder derives a student from every n-th teacher layer.
+            teacher: the frozen teacher (hub id, local folder, GGUF, a previous stage's export); ``dtype:
+                bfloat16`` halves its memory, ``quantization: 8bit``/``4bit`` shrink it further. It must use
+                the student's tokenizer. Required.
+            optimizer: optimizer class and its arguments (default ``srlm_pl.optim.AdamW``).
+            scheduler: learning-rate schedule taking ``(optimizer, total_steps)`` (default warmup + cosine).
+            val_generation: greedy-decode this many validation prompts with the student and log
+                ``val/accuracy`` (verifier-scored); ``null`` disables it.
+            loss_chunk_size: completion positions per chunk of both LM heads + divergence (memory vs speed).
+            alpha: weight of the cross-entropy on the labels, in [0, 1]; the KD term gets ``1 - alpha``
+                (0 = pure distillation).
+            beta: generalized JSD interpolation, in [0, 1]: 0 = forward KL(teacher || student), 1 = reverse
+                KL(student || teacher), 0.5 = symmetric JSD (GKD's default).
+            temperature: softmax temperature applied to both models' logits in the KD term, > 0; the term is
+                multiplied by ``temperature**2`` so its gradient scale does not depend on it.
+            lmbda: probability in [0, 1] that a step trains on completions the student samples itself from
+                the batch's prompts (on-policy KD, GKD's lambda); 0 = never (no generation cost).
+            seq_kd: on steps that are not on-policy, train on completions the teacher samples instead of
+                the dataset's (sequence-level KD).
+            max_new_tokens: completion budget when the student or teacher samples.
+            sampling_temperature: sampling temperature of those completions (0 = greedy; independent of
+                ``temperature``, which only shapes the loss).
+            seed: seed of the on-policy choices and of sampling (saved in checkpoints for exact resume).
+        """
+        super().__init__(policy, optimizer, scheduler, val_generation, loss_chunk_size)
+        if teacher is None:
+            raise ValueError(f"{TEACHER_KEY} is required: the model to distil from (hub id, folder or GGUF)")
+        for name, value in (("alpha", alpha), ("beta", beta), ("lmbda", lmbda)):
+            _check_unit(name, value)
+        if not temperature > 0:
+            raise ValueError(f"{_KEY}.temperature must be > 0, got {temperature}")
+        if sampling_temperature < 0:
+            raise ValueError(f"{_KEY}.sampling_temperature must be >= 0 (0 = greedy), got {sampling_temperature}")
+        if max_new_tokens < 1:
+            raise ValueError(f"{_KEY}.max_new_tokens must be >= 1, got {max_new_tokens}")
+        if loss_chunk_size < 1:
+            raise ValueError(f"{_KEY}.loss_chunk_size must be >= 1, got {loss_chunk_size}")
+        self.teacher_spec = teacher
+        self.alpha, self.beta, self.temperature = alpha, beta, temperature
+        self.lmbda, self.seq_kd, self.seed = lmbda, seq_kd, seed
+        self.sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=sampling_temperature)
+        self.kd_vocab_size: int | None = None
+        self._teacher = _Frozen()
+        self._rng = torch.Generator().manual_seed(seed)
+        self._sources: Counter[str] = Counter()
+        self.val_sums = nn.ModuleDict({k: SumMetric() for k in ("loss", "kd", "ce", "tokens")})
+
+    # -- models -----------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        super().configure_model()
+        self.model.train()  # from_pretrained returns eval mode; training (dropout, gradient checkpointing) needs train
+        if self._teacher.model is None:
+            self.configure_teacher()
+
+    def _target_device(self) -> torch.device:
+        return self._trainer.strategy.root_device if self._trainer is not None else self.device
+
+    def configure_teacher(self) -> None:
+        """Load the frozen teacher, check its vocabulary against the student's and place it on this process's
+        device (every process holds a full copy: single device and DDP)."""
+        device = self._target_device()
+        copies = self._trainer.num_devices if self._trainer is not None and device.type == "cpu" else 1
+        model, tokenizer = load_teacher(self.teacher_spec, device, copies=copies)
+        self.kd_vocab_size = check_vocabulary(self.tokenizer, tokenizer, head_rows(unwrap_peft(self.model)),
+                                              head_rows(model))
+        self._teacher = _Frozen(place_teacher(model, device), tokenizer)
+
+    @property
+    def teacher(self) -> nn.Module:
+        """The frozen teacher on this module's device."""
+        if self._teacher.model is None:
+            raise RuntimeError("the teacher is loaded in configure_model(); call it (or trainer.fit) first")
+        self._teacher.model = place_teacher(self._teacher.model, self.device)
+        return self._teacher.model
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if (self.lmbda > 0 or self.seq_kd) and getattr(dm, "packing", False):
+            raise ValueError(f"{_KEY}.lmbda > 0 and {_KEY}.seq_kd sample completions from the batch's prompts, "
+                             "which packed batches do not keep: set data.init_args.packing: false")
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        n_teacher = sum(p.numel() for p in self.teacher.parameters())
+        self.print(f"teacher {self.teacher_spec.name_or_path}: {n_teacher:,} parameters (frozen); KD over "
+                   f"{self.kd_vocab_size:,} tokens")
+
+    # -- the algorithm ------------------------------------------------------------------------------
+    def next_source(self) -> tuple[Source, int]:
+        """Where this step's completions come from, and a sampling seed (same draws on every process)."""
+        u = torch.rand((), generator=self._rng).item()
+        sample_seed = int(torch.randint(0, 2**62, (), generator=self._rng).item())
+        source: Source = "student" if u < self.lmbda else ("teacher" if self.seq_kd else "dataset")
+        self._sources[source] += 1
+        return source, sample_seed
+
+    def sample_completions(self, batch: dict[str, Any], source: Source, sample_seed: int) -> dict[str, Any]:
+        """A new batch: the batch's prompts with completions sampled by the student or the teacher."""
+        model = self.model if source == "student" else self.teacher
+        generator = torch.Generator(device=self.device).manual_seed(sample_seed + self.global_rank)
+        world = self.trainer.world_size if self._trainer is not None else 1
+        out = generate(model, prompts_from_batch(batch), self.sampling, eos_token_ids=eos_ids(self.tokenizer, model),
+                       pad_token_id=self.tokenizer.pad_token_id, generator=generator, sync_ranks=world > 1)
+        return batch_from_generation(out, self.tokenizer.pad_token_id, device=self.device)
+
+    def kd_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        """``alpha * CE + (1 - alpha) * JSD`` (local token means) and metrics, over completion positions."""
+        teacher = self.teacher
+        student_h = hidden_states(self.model, batch)  # [B, T, Hs]
+        with torch.no_grad():
+            teacher_h = teacher_hidden_states(teacher, batch)  # [B, T, Ht]
+        mask, targets = completion_positions(batch["labels"])  # [B, T-1], [N]
+        return chunked_kd_loss(
+            student_h[:, :-1][mask], teacher_h[:, :-1][mask], lm_head(self.model), lm_head(teacher), targets,
+            beta=self.beta, temperature=self.temperature, alpha=self.alpha, chunk_size=self.loss_chunk_size,
+            vocab_size=self.kd_vocab_size,
+        )  # fmt: skip
+
+    def global_token_count(self, n_tokens: Tensor) -> Tensor:
+        total = n_tokens.detach().clone().float()
+        if self.trainer.world_size > 1:
+            total = self.trainer.strategy.reduce(total, reduce_op="sum")
+        return total.clamp(min=1.0)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        source, sample_seed = self.next_source()
+        if source != "dataset":
+            batch = self.sample_completions(batch, source, sample_seed)
+        loss, metrics = self.kd_loss(batch)
+        n_local = metrics["n_tokens"].clamp(min=1).float()
+        # loss is a local token mean; DDP averages gradients over ranks: rescale to the global token mean
+        global_loss = loss * n_local * self.trainer.world_size / self.global_token_count(metrics["n_tokens"])
+        self.log("train/loss", metrics["loss"], prog_bar=True, on_step=True, sync_dist=True)
+        self.log("train/kd", metrics["kd"], on_step=True, sync_dist=True)
+        self.log("train/ce", metrics["ce"], on_step=True, sync_dist=True)
+        steps = sum(self._sources.values())
+        self.log("train/on_policy", self._sources["student"] / steps, on_step=True)
+        if self.seq_kd:
+            self.log("train/seq_kd", self._sources["teacher"] / steps, on_step=True)
+        self.log("train/completion_tokens", metrics["n_tokens"].float(), on_step=True, reduce_fx="sum")
+        rate = self.tokens_per_second(int(batch["num_tokens"]))
+        if rate is not None:
+            self.log("train/tokens_per_s", rate, on_step=True)
+        self.log_lr()
+        return global_loss
+
+    # -- validation ----------------------------------------------------------------------------------
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        _, metrics = self.kd_loss(batch)
+        n = metrics["n_tokens"].float()
+        self.val_sums["loss"].update(metrics["loss"] * n)
+        self.val_sums["kd"].update(metrics["kd_sum"])
+        self.val_sums["ce"].update(metrics["ce_sum"])
+        self.val_sums["tokens"].update(n)
+        if self.val_generation is not None:
+            prompts = [ids[:n].tolist() for ids, n in zip(batch["input_ids"], batch["prompt_len"], strict=True)]
+            self.validate_by_generation(prompts, batch["answer"], batch_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        tokens = self.val_sums["tokens"].compute().clamp(min=1)
+        for name in ("loss", "kd", "ce"):
+            self.log(f"val/{name}", self.val_sums[name].compute() / tokens, prog_bar=name == "loss")
+        for metric in self.val_sums.values():
+            metric.reset()
+        super().on_validation_epoch_end()
+
+    # -- resume ----------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["distill"] = {"rng": self._rng.get_state(), "sources": dict(self._sources)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("distill")
+        if state is not None:
+            self._rng.set_state(state["rng"])
+            self._sources = Counter(state["sources"])
