@@ -1,0 +1,47 @@
+"""A small trained teacher for the distillation tests: the ``tiny`` preset after a few SFT steps, exported.
+
+A plain PyTorch loop (no Lightning, to keep it to seconds) on built-in level-1 problems with the quick
+start's template. Built once per test session under pytest's base temp dir and shared by the test files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+TEMPLATE = {"style": "chat", "answer_format": "gsm8k"}
+BUILTIN = {"level": 1, "num_problems": 512, "seed": 1}
+
+
+def build_teacher(out: Path, steps: int = 120, batch_size: int = 32, lr: float = 5e-3) -> Path:
+    """Train the tiny preset for ``steps`` steps (completion-only CE; enough to learn the ``#### N`` format) and
+    export it to ``out``."""
+    from srlm_pl.data.collate import PadCollator, tokenize_sft
+    from srlm_pl.data.sources import BuiltinProblems, DataSource, load_rows
+    from srlm_pl.data.templates import PromptTemplate
+    from srlm_pl.models import ModelSpec, export_hf, load_model, load_tokenizer
+
+    if (out / "config.json").is_file():
+        return out
+    spec = ModelSpec()
+    tokenizer = load_tokenizer(spec)
+    model = load_model(spec, tokenizer)
+    rows, _ = load_rows(DataSource(path="builtin", builtin=BuiltinProblems(**BUILTIN)), need=("question", "solution"))
+    template = PromptTemplate(**TEMPLATE)
+    examples = [tokenize_sft(r, tokenizer, template) for r in rows]
+    collate = PadCollator(tokenizer.pad_token_id, 128)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(len(examples), (batch_size,), generator=gen).tolist()
+        batch = collate([examples[i] for i in idx])
+        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     labels=batch["labels"]).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    export_hf(model, tokenizer, out)
+    return out
