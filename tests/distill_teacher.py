@@ -1,11 +1,13 @@
 """A small trained teacher for the distillation tests: the ``tiny`` preset after a few SFT steps, exported.
 
-A plain PyTorch loop (no Lightning, to keep it to seconds) on built-in level-1 problems with the quick
-start's template. Built once per test session under pytest's base temp dir and shared by the test files.
+A plain PyTorch loop (no Lightning) on built-in level-1 problems with the quick start's template. Built once
+per test session under pytest's base temp dir and shared by the test files; set ``SRLM_TEST_TEACHER`` to a
+folder to build it there once and reuse it across sessions.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -45,3 +47,9 @@ def build_teacher(out: Path, steps: int = 120, batch_size: int = 32, lr: float =
     model.eval()
     export_hf(model, tokenizer, out)
     return out
+
+
+def shared_teacher(tmp_path_factory) -> Path:  # noqa: ANN001 (pytest.TempPathFactory)
+    """The session's teacher folder (``$SRLM_TEST_TEACHER`` when set), built on first use."""
+    folder = os.environ.get("SRLM_TEST_TEACHER")
+    return build_teacher(Path(folder) if folder else tmp_path_factory.getbasetemp() / "distill_teacher")

@@ -21,13 +21,13 @@ from srlm_pl.optim import AdamW
 from srlm_pl.teacher import TeacherTooLargeError, VocabularyMismatchError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from distill_teacher import TEMPLATE, build_teacher  # noqa: E402
+from distill_teacher import TEMPLATE, shared_teacher  # noqa: E402
 from test_distill_losses import reference  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_teacher(tmp_path_factory.getbasetemp() / "distill_teacher")
+    return shared_teacher(tmp_path_factory)
 
 
 def make_module(teacher_dir: Path, teacher: Path | None = None, **kw) -> DistillModule:

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from distill_teacher import build_teacher  # noqa: E402
+from distill_teacher import shared_teacher  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("make_traces", ROOT / "tools" / "make_traces.py")
 mt = importlib.util.module_from_spec(_spec)
@@ -23,7 +23,7 @@ _spec.loader.exec_module(mt)
 
 @pytest.fixture(scope="session")
 def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_teacher(tmp_path_factory.getbasetemp() / "distill_teacher")
+    return shared_teacher(tmp_path_factory)
 
 
 def test_judge_prompt_keeps_correct_finished_distinct_samples():

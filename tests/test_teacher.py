@@ -27,12 +27,12 @@ from srlm_pl.teacher import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from distill_teacher import build_teacher  # noqa: E402
+from distill_teacher import shared_teacher  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_teacher(tmp_path_factory.getbasetemp() / "distill_teacher")
+    return shared_teacher(tmp_path_factory)
 
 
 # ------------------------------------------------------------------------------------------------ vocabulary
