@@ -67,8 +67,8 @@ class DataSource:
             Hugging Face dataset id (``openai/gsm8k``).
         config: Hugging Face dataset config name (``main`` for GSM8K).
         split: split name (``train``, ``test``, or a slice such as ``train[:512]`` for hub datasets).
-        question_field: field holding the question; a list joins several fields with a space
-            (SVAMP: ``[Body, Question]``).
+        question_field: field holding the question; a list joins several fields as sentences (a period is
+            added after a field that does not end in ``.``, ``?`` or ``!``; SVAMP: ``[Body, Question]``).
         solution_field: field holding a worked solution (GSM8K ``answer``, MATH ``solution``); ``null``
             when the data has only final answers (then it can be used for RL/evaluation, not SFT).
         answer_field: field holding the final answer (MATH ``answer``); ``null`` extracts it from the
@@ -209,6 +209,14 @@ def _text(row: dict, name: str, where: str) -> str:
     return text
 
 
+def _join_sentences(parts: list[str]) -> str:
+    """Join question fields as sentences: ``Body`` + ``Question`` with a period when ``Body`` lacks one (SVAMP)."""
+    text = parts[0]
+    for part in parts[1:]:
+        text += (" " if text.endswith((".", "?", "!")) else ". ") + part
+    return text
+
+
 def normalise_row(row: Any, src: DataSource, where: str, index: int, need: tuple[str, ...]) -> dict[str, Any]:
     """Validate one raw row and map it to ``{id, question, solution, answer}``."""
     if isinstance(row, DataError):
@@ -216,7 +224,7 @@ def normalise_row(row: Any, src: DataSource, where: str, index: int, need: tuple
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
     fields = [src.question_field] if isinstance(src.question_field, str) else list(src.question_field)
-    question = " ".join(_text(row, f, where) for f in fields)
+    question = _join_sentences([_text(row, f, where) for f in fields])
     solution = _text(row, src.solution_field, where) if src.solution_field else None
     if src.answer_field:
         answer = _text(row, src.answer_field, where)
