@@ -2,7 +2,8 @@
 
 It shows the three things a user callback usually needs: the module's model and tokenizer
 (``pl_module.model``, ``pl_module.tokenizer``), the project's generation function, and the run folder
-(``trainer.log_dir``). Each record goes to ``<log_dir>/sample_completions.jsonl`` and is printed.
+(``trainer.log_dir``, resolved in ``setup`` on every rank: it is a collective). Each record goes to
+``<log_dir>/sample_completions.jsonl`` and is printed.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ class SampleCompletions(Callback):
                                                  add_generation_prompt=True)
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # trainer.log_dir is a collective under distributed strategies: resolve it on every rank
+        self.log_dir = trainer.log_dir
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
         step = trainer.global_step
         if step == 0 or step % self.every or any(r["step"] == step for r in self.records):
@@ -51,6 +56,6 @@ class SampleCompletions(Callback):
             record = {"step": step, "prompt": prompt, "completion": tok.decode(ids[:n], skip_special_tokens=True)}
             self.records.append(record)
             print(f"[step {step}] {prompt!r} -> {record['completion']!r}")
-            if trainer.log_dir:
-                with (Path(trainer.log_dir) / "sample_completions.jsonl").open("a") as f:
+            if self.log_dir:
+                with (Path(self.log_dir) / "sample_completions.jsonl").open("a") as f:
                     f.write(json.dumps(record) + "\n")

@@ -33,6 +33,7 @@ class SRLMCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         trainer = cfg.trainer
+        check_strategy_fits_accelerator(trainer.strategy, trainer.accelerator)
         root = trainer.default_root_dir or "."
         if trainer.logger is None or trainer.logger is True:
             trainer.logger = Namespace(class_path=CSV_LOGGER, init_args=Namespace(save_dir=root, name="logs"))
@@ -42,6 +43,20 @@ class SRLMCLI(LightningCLI):
                 "Checkpoint" in str(getattr(cb, "class_path", "")) for cb in callbacks):
             callbacks.append(Namespace(class_path=CHECKPOINT, init_args=Namespace()))
             trainer.callbacks = callbacks
+
+
+def check_strategy_fits_accelerator(strategy: object, accelerator: object) -> None:
+    """FSDP (v1) needs CUDA: fail at start, naming the alternatives, instead of deep inside Lightning."""
+    import torch
+
+    name = strategy if isinstance(strategy, str) else str(getattr(strategy, "class_path", ""))
+    is_fsdp1 = name.startswith("fsdp") or name.endswith(("FSDPStrategy", "FSDPDecoderStrategy"))
+    on_cpu = accelerator == "cpu" or (accelerator in (None, "auto") and not torch.cuda.is_available())
+    if is_fsdp1 and on_cpu:
+        raise ValueError(
+            f"trainer.strategy={name!r} (FSDP) needs CUDA GPUs, but the accelerator is the CPU. On CPU use FSDP2 "
+            "(--config configs/strategies/fsdp2.yaml, i.e. srlm_pl.parallel.FSDP2Strategy, which runs on gloo) "
+            "or DDP (--config configs/strategies/ddp.yaml).")
 
 
 def main(args: list[str] | None = None, run: bool = True) -> SRLMCLI:

@@ -35,14 +35,23 @@ def completion_logprobs(
     hidden = hidden_states(model, {"input_ids": ids, "attention_mask": mask, "position_ids": positions})
     p, c = prompt_ids.shape[1], completion_ids.shape[1]
     keep = completion_mask.bool()  # [B, C]
-    h = hidden[:, p - 1: p + c - 1][keep]  # [n, H]: position t predicts completion token t
+    # a fully masked batch still runs the head on one position (times 0), so every parameter stays in the
+    # graph: a DDP rank that joins a step with no tokens must produce (zero) gradients for all of them
+    empty = not bool(keep.any())
+    sel = keep.clone()
+    if empty:
+        sel[0, 0] = True
+    h = hidden[:, p - 1: p + c - 1][sel]  # [n, H]: position t predicts completion token t
     head = model.get_output_embeddings()
-    logp_sel, ent_sel = chunked_token_logprobs(h, head, completion_ids[keep], temperature=temperature,
+    logp_sel, ent_sel = chunked_token_logprobs(h, head, completion_ids[sel], temperature=temperature,
                                                chunk_size=chunk_size, with_entropy=with_entropy,
                                                vocab_size=vocab_size)
+    if empty:
+        logp_sel = logp_sel * 0.0
+        ent_sel = ent_sel * 0.0 if ent_sel is not None else None
     logp = torch.zeros(completion_ids.shape, dtype=torch.float32, device=hidden.device)
-    logp = logp.masked_scatter(keep, logp_sel)
+    logp = logp.masked_scatter(sel, logp_sel)
     entropy = None
     if with_entropy and ent_sel is not None:
-        entropy = torch.zeros_like(logp).masked_scatter(keep, ent_sel)
+        entropy = torch.zeros_like(logp).masked_scatter(sel, ent_sel)
     return logp, entropy

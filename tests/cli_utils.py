@@ -40,7 +40,8 @@ def sft_config(root: Path, *, max_steps: int = 6, every: int | None = 2, lora: d
 def grpo_config(root: Path, *, max_steps: int = 3, rewards: list | None = None, every: int | None = None,
                 extra_callbacks: list | None = None, policy: dict | None = None, **model_args) -> Path:
     callbacks = [{"class_path": "srlm_pl.callbacks.Checkpoint", "init_args": {"every_n_train_steps": every}},
-                 {"class_path": "srlm_pl.callbacks.SampleLogger", "init_args": {"every_n_steps": 1}}]
+                 {"class_path": "srlm_pl.callbacks.SampleLogger", "init_args": {"every_n_steps": 1}},
+                 {"class_path": "srlm_pl.HFExport", "init_args": {}}]
     init = {"policy": policy or {"name_or_path": "tiny", "tiny": SMALL_TINY},
             "rewards": rewards or [{"class_path": "reward_fns.ContainsDigit"}],
             "num_generations": 4, "max_new_tokens": 8, "seed": 0,

@@ -17,7 +17,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from srlm_pl.models import export_hf
+from srlm_pl.models import export_hf, load_model
 
 
 class HFExport(Callback):
@@ -41,6 +41,9 @@ class HFExport(Callback):
     def root(self, trainer: L.Trainer) -> Path:
         return Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / "export"
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._log_dir = trainer.log_dir  # a collective under distributed strategies: resolve it on every rank
+
     def export(self, trainer: L.Trainer, module: L.LightningModule, name: str, info: dict[str, Any]) -> None:
         state_dict = None
         full_state = getattr(module, "full_policy_state_dict", None)
@@ -51,8 +54,13 @@ class HFExport(Callback):
         out = self.root(trainer) / name
         if out.exists():
             shutil.rmtree(out)
-        export_hf(module.model, module.tokenizer, out, merge_lora=self.merge_lora, state_dict=state_dict)
-        config = Path(trainer.log_dir or "") / "config.yaml" if trainer.log_dir else None
+        model = module.model
+        if state_dict is not None:  # sharded run: rebuild an unsharded copy from the gathered weights
+            model = load_model(module.policy_spec, module.tokenizer, trainable=True)
+            model.load_state_dict(state_dict)
+        export_hf(model, module.tokenizer, out, merge_lora=self.merge_lora)
+        log_dir = getattr(self, "_log_dir", None)
+        config = Path(log_dir) / "config.yaml" if log_dir else None
         if config is not None and config.is_file():
             shutil.copy(config, out / "srlm_config.yaml")
         info = {"global_step": trainer.global_step, "epoch": trainer.current_epoch, **info}

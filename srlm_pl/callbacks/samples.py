@@ -30,8 +30,9 @@ class SampleLogger(Callback):
         self.every, self.num_samples, self.filename = every_n_steps, num_samples, filename
         self._last_logged = -1
 
-    def path(self, trainer: L.Trainer) -> Path:
-        return Path(trainer.log_dir or trainer.default_root_dir) / self.filename
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # trainer.log_dir is a collective under distributed strategies: resolve it on every rank, once
+        self._path = Path(trainer.log_dir or trainer.default_root_dir) / self.filename
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         samples = getattr(pl_module, "last_samples", None)
@@ -43,7 +44,7 @@ class SampleLogger(Callback):
                     "reward": r}
                    for p, c, g, r in list(zip(samples["prompts"], samples["completions"], samples["golds"],
                                               samples["rewards"], strict=True))[: self.num_samples]]
-        path = self.path(trainer)
+        path = self._path
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", encoding="utf-8") as f:
             for r in records:

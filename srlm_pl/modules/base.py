@@ -88,6 +88,31 @@ class PostTrainingModule(L.LightningModule):
             return
         self.tokenizer = load_tokenizer(self.policy_spec, key="model.init_args.policy")
         self.model = load_model(self.policy_spec, self.tokenizer, trainable=True, key="model.init_args.policy")
+        self.shard(self.model)
+
+    def shard(self, model: nn.Module) -> nn.Module:
+        """Apply FSDP2 under ``FSDP2Strategy``/``ModelParallelStrategy`` (policy, teacher, reference alike);
+        other strategies wrap or place models themselves."""
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        from srlm_pl.parallel import shard_fsdp2
+
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if isinstance(strategy, ModelParallelStrategy):
+            shard_fsdp2(model, self.device_mesh["data_parallel"],
+                        reshard_after_forward=getattr(strategy, "reshard_after_forward", True))
+        return model
+
+    def full_policy_state_dict(self) -> dict[str, Tensor] | None:
+        """The policy's full state dict gathered from a sharded strategy (a collective: call it on every
+        rank), or ``None`` when the model is not sharded and can be saved as it is."""
+        from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+
+        from srlm_pl.parallel import full_state_dict
+
+        if self._trainer is None or not isinstance(self.trainer.strategy, FSDPStrategy | ModelParallelStrategy):
+            return None
+        return full_state_dict(self.model)
 
     def on_fit_start(self) -> None:
         trainable, total = count_parameters(self.model)
@@ -107,6 +132,13 @@ class PostTrainingModule(L.LightningModule):
         total = int(self.trainer.estimated_stepping_batches) * self.optimizer_steps_per_batch()
         scheduler = self.scheduler_factory(optimizer, max(1, total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def global_sum(self, value: Tensor) -> Tensor:
+        """Sum of a (detached) tensor over all processes (itself with one process)."""
+        value = value.detach().clone().float()
+        if self._trainer is not None and self.trainer.world_size > 1:
+            value = self.trainer.strategy.reduce(value, reduce_op="sum")
+        return value
 
     # -- logging helpers ------------------------------------------------------------------------------
     def tokens_per_second(self, n_tokens: int) -> float | None:

@@ -173,7 +173,7 @@ class GRPOModule(PostTrainingModule):
         t_collect = time.perf_counter() - t0
         if rollout is None:
             self.skipped_steps += 1
-            self.log_dict({**stats, "train/skipped_steps": float(self.skipped_steps)}, on_step=True)
+            self.log_dict({**stats, "train/skipped_steps": float(self.skipped_steps)}, on_step=True, sync_dist=True)
             return
         self.buffer.fill(rollout, pad_token_id=self.tokenizer.pad_token_id)
         t1 = time.perf_counter()
@@ -182,7 +182,8 @@ class GRPOModule(PostTrainingModule):
         tokens = float(rollout.completion_mask.sum())
         self.log_dict({**stats, **metrics, "time/training_s": t_train, "time/step_s": t_collect + t_train,
                        "train/skipped_steps": float(self.skipped_steps),
-                       "train/tokens_per_s": tokens / max(t_collect + t_train, 1e-9)}, on_step=True)
+                       "train/tokens_per_s": tokens / max(t_collect + t_train, 1e-9)}, on_step=True,
+                      sync_dist=True)  # means over ranks (equal batch sizes: the global means)
 
     def collect_rollouts(self, prompts: list[list[int]], golds: list[str],
                          ids: list[str]) -> tuple[Rollout | None, dict[str, float]]:
@@ -213,9 +214,11 @@ class GRPOModule(PostTrainingModule):
         usable = rollout.num_rows > 0 and bool(rollout.completion_mask.any())
         if not self.any_rank(usable):
             return None, stats
-        if not usable:  # other ranks train this step: join with zero advantages (zero gradient)
-            rollout = part["rollout"].select(slice(0, self.group_size))
-            rollout = rollout._replace(advantages=torch.zeros_like(rollout.advantages))
+        if not usable:  # other ranks train this step: join with a fully masked group (zero gradient, no tokens)
+            filler = part["rollout"].select(slice(0, self.group_size))
+            filler = filler._replace(advantages=torch.zeros_like(filler.advantages),
+                                     completion_mask=torch.zeros_like(filler.completion_mask))
+            return self.attach_logprobs(filler), stats
         return self.attach_logprobs(rollout.trim()), stats
 
     def sample_and_score(self, prompts: list[list[int]], golds: list[str],
@@ -284,6 +287,9 @@ class GRPOModule(PostTrainingModule):
                     entropy_coef=self.entropy_coef)
                 opt.zero_grad()
                 self.manual_backward(loss)
+                norm = self.grad_norm()
+                if norm is not None:
+                    metrics["grad_norm"] = norm
                 if self.max_grad_norm is not None:
                     self.clip_gradients(opt, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
                 opt.step()
@@ -300,13 +306,22 @@ class GRPOModule(PostTrainingModule):
                                    temperature=self.sampling.temperature, chunk_size=self.loss_chunk_size,
                                    vocab_size=len(self.tokenizer), with_entropy=with_entropy)
 
+    def grad_norm(self) -> float | None:
+        """Total gradient norm before clipping (DTensor-aware); ``None`` under FSDP v1, whose flat-parameter
+        shards cannot be normed this way."""
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        if isinstance(self.trainer.strategy, FSDPStrategy):
+            return None
+        grads = [p.grad for p in self.trainable_parameters() if p.grad is not None]
+        if not grads:
+            return 0.0
+        norm = torch.nn.utils.get_total_norm(grads)
+        return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
     def global_token_count(self, mask: Tensor) -> float:
         """Completion tokens in the global batch, divided by the world size (DDP averages gradients)."""
-        total = mask.sum().float()
-        world = self.trainer.world_size
-        if world > 1:
-            total = self.trainer.strategy.reduce(total, reduce_op="sum")
-        return max(float(total) / world, 1.0)
+        return max(float(self.global_sum(mask.sum())) / self.trainer.world_size, 1.0)
 
     def any_rank(self, flag: bool) -> bool:
         value = torch.tensor(float(flag), device=self.device)

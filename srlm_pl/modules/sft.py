@@ -61,21 +61,16 @@ class SFTModule(PostTrainingModule):
         return chunked_cross_entropy(hidden[:, :-1][mask], lm_head(self.model), targets,
                                      chunk_size=self.loss_chunk_size, vocab_size=len(self.tokenizer))
 
-    def global_token_count(self, n_tokens: Tensor) -> Tensor:
-        total = n_tokens.detach().clone().float()
-        if self.trainer.world_size > 1:
-            total = self.trainer.strategy.reduce(total, reduce_op="sum")
-        return total.clamp(min=1.0)
-
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss_sum, n_tokens = self.completion_nll(batch)
-        global_tokens = self.global_token_count(n_tokens)
-        # DDP averages gradients over ranks, so scale by world size to get the global token mean
+        global_tokens = self.global_sum(n_tokens).clamp(min=1.0)
+        # DDP/FSDP average gradients over ranks: scaling by the world size makes the gradient that of the
+        # token mean over the global batch
         loss = loss_sum * self.trainer.world_size / global_tokens
-        mean_loss = (loss_sum.detach() / n_tokens.clamp(min=1)).float()
-        self.log("train/loss", mean_loss, prog_bar=True, on_step=True, sync_dist=True)
-        self.log("train/ppl", torch.exp(mean_loss), on_step=True, sync_dist=True)
-        self.log("train/completion_tokens", n_tokens.float(), on_step=True, reduce_fx="sum")
+        mean_loss = self.global_sum(loss_sum) / global_tokens  # the global token mean, identical on every rank
+        self.log("train/loss", mean_loss, prog_bar=True, on_step=True)
+        self.log("train/ppl", torch.exp(mean_loss), on_step=True)
+        self.log("train/completion_tokens", global_tokens, on_step=True)
         rate = self.tokens_per_second(batch["num_tokens"])
         if rate is not None:
             self.log("train/tokens_per_s", rate, on_step=True)
