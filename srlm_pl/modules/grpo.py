@@ -151,7 +151,8 @@ class GRPOModule(PostTrainingModule):
         if self.beta > 0 and self.policy_spec.lora is None and not self._reference:
             spec = self.reference_spec or ModelSpec(**{**self.policy_spec.__dict__, "lora": None,
                                                        "gradient_checkpointing": False})
-            self._reference.append(load_model(spec, self.tokenizer, trainable=False, key="model.init_args.reference"))
+            reference = load_model(spec, self.tokenizer, trainable=False, key="model.init_args.reference")
+            self._reference.append(self.shard(reference))
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
