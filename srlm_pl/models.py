@@ -55,6 +55,7 @@ class TinyConfig:
         max_position_embeddings: longest sequence.
         tie_word_embeddings: share the embedding and LM-head matrix (Qwen2.5-0.5B does).
         seed: weight-initialisation seed (the same seed gives the same model).
+        vocab_size: embedding rows (default: the tokenizer's length); Qwen2.5 pads 151,665 tokens to 151,936.
     """
 
     hidden_size: int = 128
@@ -65,6 +66,7 @@ class TinyConfig:
     max_position_embeddings: int = 2048
     tie_word_embeddings: bool = True
     seed: int = 0
+    vocab_size: int | None = None
 
 
 @dataclass
@@ -224,7 +226,10 @@ def load_model(spec: ModelSpec, tokenizer: Any | None = None, *, trainable: bool
     """
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(spec, key)
     if spec.is_tiny:
-        model = _tiny_model(spec, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+        vocab = spec.tiny.vocab_size or len(tokenizer)
+        if vocab < len(tokenizer):
+            raise ValueError(f"{key}.tiny.vocab_size={vocab} is smaller than the tokenizer ({len(tokenizer)} tokens)")
+        model = _tiny_model(spec, vocab, tokenizer.pad_token_id, tokenizer.eos_token_id)
         if spec.dtype not in ("float32", "auto"):
             model = model.to(DTYPES[spec.dtype])
         if spec.quantization:  # bitsandbytes quantises while loading: go through a folder

