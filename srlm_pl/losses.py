@@ -127,9 +127,15 @@ def chunked_cross_entropy(
     """Summed next-token NLL of ``head(hidden[N, H])`` against ``targets[N]`` -> ``(loss_sum, n_tokens)``.
 
     ``loss_sum`` is a float32 scalar (sum, not mean, so callers normalise over accumulation / ranks);
-    ``n_tokens`` counts targets != ``ignore_index``.
+    ``n_tokens`` counts targets != ``ignore_index``. A plain bias-free ``nn.Linear`` head under autograd takes
+    the fused path of ``srlm_pl.linear_ce`` (analytic gradient, no recomputation); same values and gradients.
     """
     _check_chunk(chunk_size)
+    from srlm_pl import linear_ce
+
+    if linear_ce.applies(head):
+        return linear_ce.linear_cross_entropy(hidden, head, targets, chunk_size=chunk_size, vocab_size=vocab_size,
+                                              ignore_index=ignore_index)
 
     def chunk_nll(h: Tensor, t: Tensor) -> Tensor:
         logits = _head_logits(head, h, vocab_size)  # [n, V]

@@ -139,10 +139,16 @@ def test_chunked_ce_saves_no_full_logits_for_backward():
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss, _ = chunked_cross_entropy(hidden, head, targets, chunk_size=chunk)
+        loss, _ = chunked_cross_entropy(hidden, lambda x: head(x), targets, chunk_size=chunk)  # generic path
     assert sum(saved) < n * v * 4 / 100  # the naive path would save >= n*v*4 bytes of logits
     loss.backward()
     assert hidden.grad.shape == (n, h) and torch.isfinite(hidden.grad).all()
+
+    # The fused path (a plain nn.Linear head) saves only the gradients of hidden and weight: (n + v) * h floats.
+    saved.clear()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        chunked_cross_entropy(hidden, head, targets, chunk_size=chunk)
+    assert sum(saved) <= (n + v) * h * 4 * 1.01
 
     # Sanity check of the probe itself: an unchunked CE (smaller n) does save full-size logits.
     saved.clear()

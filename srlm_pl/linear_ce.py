@@ -1,0 +1,82 @@
+"""Fused LM head + cross-entropy with an analytic gradient, in chunks (the SFT loss's fast path).
+
+``loss = Σ_n [logsumexp(h_n Wᵀ) − (h_n Wᵀ)[y_n]]`` over the positions whose target is not ignored. For each
+chunk of positions the forward pass computes the logits once, the loss, and right away the gradient of the
+summed loss with respect to the logits, ``softmax − onehot``; it then turns that into the gradients of the
+hidden states and of the weight and drops the logits. Backward only scales the stored gradients by the
+incoming scalar. Compared with checkpointing each chunk and letting autograd recompute it, this does three
+``[n, H] × [H, V]``-sized matmuls per chunk instead of four and keeps no autograd graph over the vocabulary;
+peak memory is one chunk of float32 logits plus the weight's gradient (which training needs anyway).
+
+Matmuls run in the autocast dtype when autocast is on (bf16 under ``bf16-mixed``), softmax and sums in
+float32, like the generic path. Only for a plain ``nn.Linear`` head without bias and when a gradient is
+needed; everything else (LoRA-wrapped heads, evaluation) takes the generic chunked path in ``losses``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def applies(head: object) -> bool:
+    """True when ``head`` is a plain bias-free ``nn.Linear`` and autograd is recording."""
+    return type(head) is nn.Linear and head.bias is None and torch.is_grad_enabled()
+
+
+def _matmul_dtype(weight: Tensor) -> torch.dtype:
+    device = weight.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return weight.dtype
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden: Tensor, weight: Tensor, targets: Tensor, chunk_size: int, vocab_size: int,  # noqa: ANN001
+                ignore_index: int, mm_dtype: torch.dtype) -> Tensor:
+        with torch.autocast(hidden.device.type, enabled=False):  # dtypes are explicit below
+            return _LinearCrossEntropy._run(ctx, hidden, weight, targets, chunk_size, vocab_size, ignore_index,
+                                            mm_dtype)
+
+    @staticmethod
+    def _run(ctx, hidden: Tensor, weight: Tensor, targets: Tensor, chunk_size: int, vocab_size: int,  # noqa: ANN001
+             ignore_index: int, mm_dtype: torch.dtype) -> Tensor:
+        w = weight[:vocab_size].to(mm_dtype)  # [V, H]
+        grad_h = torch.zeros_like(hidden, dtype=torch.float32)  # [N, H]
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)  # [V_rows, H]
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for lo in range(0, hidden.shape[0], chunk_size):
+            h = hidden[lo: lo + chunk_size].to(mm_dtype)  # [n, H]
+            t = targets[lo: lo + chunk_size]  # [n]
+            valid = t != ignore_index
+            safe_t = torch.where(valid, t, 0)
+            logits = (h @ w.T).float()  # [n, V]
+            lse = torch.logsumexp(logits, dim=-1)  # [n]
+            picked = logits.gather(-1, safe_t[:, None]).squeeze(-1)
+            total = total + ((lse - picked) * valid).sum()
+            grad = torch.softmax(logits, dim=-1)  # d loss / d logits = softmax - onehot, zero on ignored rows
+            grad.scatter_add_(-1, safe_t[:, None], -torch.ones_like(grad[:, :1]))
+            grad *= valid[:, None]
+            grad_mm = grad.to(mm_dtype)
+            grad_h[lo: lo + chunk_size] = (grad_mm @ w).float()
+            grad_w[:vocab_size] += (grad_mm.T @ h).float()
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.dtypes = (hidden.dtype, weight.dtype)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # noqa: ANN001, ANN205
+        grad_h, grad_w = ctx.saved_tensors
+        h_dtype, w_dtype = ctx.dtypes
+        return (grad_h * grad_out).to(h_dtype), (grad_w * grad_out).to(w_dtype), None, None, None, None, None
+
+
+def linear_cross_entropy(hidden: Tensor, head: nn.Linear, targets: Tensor, *, chunk_size: int = 1024,
+                         vocab_size: int | None = None, ignore_index: int = -100) -> tuple[Tensor, Tensor]:
+    """Summed NLL of ``head(hidden[N, H])`` against ``targets[N]`` -> ``(loss_sum, n_tokens)`` (see module doc)."""
+    weight = head.weight
+    vocab = vocab_size if vocab_size is not None else weight.shape[0]
+    loss = _LinearCrossEntropy.apply(hidden, weight, targets, chunk_size, vocab, ignore_index,
+                                     _matmul_dtype(weight))
+    return loss, (targets != ignore_index).sum()
