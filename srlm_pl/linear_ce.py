@@ -15,13 +15,17 @@ needed; everything else (LoRA-wrapped heads, evaluation) takes the generic chunk
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import Tensor, nn
 
 
 def applies(head: object) -> bool:
-    """True when ``head`` is a plain bias-free ``nn.Linear`` and autograd is recording."""
-    return type(head) is nn.Linear and head.bias is None and torch.is_grad_enabled()
+    """True when ``head`` is a plain bias-free ``nn.Linear`` and autograd is recording (and the fused path is
+    not switched off with ``SRLM_FUSED_CE=0``, which benchmarks use to measure the generic path)."""
+    enabled = os.environ.get("SRLM_FUSED_CE", "1") != "0"
+    return enabled and type(head) is nn.Linear and head.bias is None and torch.is_grad_enabled()
 
 
 def _matmul_dtype(weight: Tensor) -> torch.dtype:

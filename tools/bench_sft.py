@@ -83,6 +83,7 @@ def worker(a: argparse.Namespace) -> None:
     plain = PromptTemplate(style="plain", answer_format="keep", strip_calculator=False)
     template = PromptTemplate() if a.workload == "tiny-builtin" else plain
     spec = _spec(a.workload)
+    spec.gradient_checkpointing = bool(a.grad_ckpt)
     dm = SFTDataModule(train=_source(a.workload, a.rows), template=template, tokenizer=spec, batch_size=a.batch,
                        max_length=a.max_length, length_policy="truncate", packing=bool(a.pack), seed=42)
     module = SFTModule(policy=spec, loss_chunk_size=a.chunk,
@@ -116,8 +117,11 @@ def measure(workload: str, packing: int, a: argparse.Namespace, impl: str) -> di
                 "nonpad_tokens_per_step": out["nonpad_tokens_per_step"], "steps": steps, "warmup": warmup}
     cmd = [sys.executable, __file__, "--worker", "--workload", workload, "--pack", str(packing),
            "--steps", str(steps), "--warmup", str(warmup), "--rows", str(a.rows), "--batch", str(a.batch),
-           "--max_length", str(a.max_length), "--chunk", str(a.chunk), "--bf16", str(a.bf16)]
-    return bc.run_json(cmd)
+           "--max_length", str(a.max_length), "--chunk", str(a.chunk), "--bf16", str(a.bf16),
+           "--grad_ckpt", str(a.grad_ckpt)]
+    out = bc.run_json(cmd, env={"SRLM_FUSED_CE": "0" if a.loss == "generic" else "1"})
+    out["loss"], out["grad_ckpt"] = a.loss, bool(a.grad_ckpt)
+    return out
 
 
 def main() -> None:
@@ -134,6 +138,9 @@ def main() -> None:
     ap.add_argument("--max_length", type=int, default=512)
     ap.add_argument("--chunk", type=int, default=1024, help="loss_chunk_size (LM-head positions per chunk)")
     ap.add_argument("--bf16", type=int, default=1)
+    ap.add_argument("--loss", choices=["fused", "generic"], default="fused",
+                    help="fused LM-head cross-entropy (default) or the generic checkpointed chunks (A/B)")
+    ap.add_argument("--grad_ckpt", type=int, default=0, help="gradient checkpointing (TRL's default is on)")
     ap.add_argument("--packing", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--json", help="also write the rows here")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -159,8 +166,8 @@ def main() -> None:
                     r["vs_trl"] = r["nonpad_tokens_per_s"] / got["trl"]["nonpad_tokens_per_s"]
                 rows.append(r)
                 print(json.dumps(r), flush=True)
-    print(bc.table(rows, ["workload", "packing", "impl", "s_per_step", "nonpad_tokens_per_s", "padding_waste",
-                          "peak_rss_gib", "vs_trl"]))
+    print(bc.table(rows, ["workload", "packing", "impl", "loss", "grad_ckpt", "s_per_step", "nonpad_tokens_per_s",
+                          "padding_waste", "peak_rss_gib", "vs_trl"]))
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2))
     print(json.dumps({"bench": "sft", "rows": rows}))
