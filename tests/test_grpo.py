@@ -135,3 +135,12 @@ def test_resume_continues_identically(tmp_path) -> None:
         assert sorted(expected) == sorted(resumed), key
         for step in expected:
             assert resumed[step] == pytest.approx(expected[step], rel=1e-5, abs=1e-6), (key, step)
+
+
+def test_trl_like_mode_trains_on_zero_variance_groups_without_nan(tmp_path) -> None:
+    cli = fit(grpo_config(tmp_path, max_steps=2, rewards=[{"class_path": "reward_fns.Constant"}],
+                          drop_zero_variance=False, skip_zero_gradient_steps=False))
+    assert cli.trainer.global_step == 2 and cli.model.skipped_steps == 0
+    losses = logged(tmp_path, "train/loss")
+    assert losses and all(v == 0.0 for v in losses.values())  # zero advantages: exactly zero, never NaN
+    assert all(v == 0.0 for v in logged(tmp_path, "train/grad_norm").values())

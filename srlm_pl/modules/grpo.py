@@ -68,6 +68,8 @@ class GRPOModule(PostTrainingModule):
         advantage: AdvantageMode = "group_std",
         dynamic_sampling: bool = False,
         max_refill_rounds: int = 3,
+        drop_zero_variance: bool = True,
+        skip_zero_gradient_steps: bool = True,
         mask_truncated: bool = False,
         entropy_coef: float = 0.0,
         reward_fallback: float = 0.0,
@@ -101,6 +103,10 @@ class GRPOModule(PostTrainingModule):
             advantage: ``group_std`` (GRPO), ``mean_only`` (Dr. GRPO) or ``batch_std``.
             dynamic_sampling: replace zero-variance groups with groups from fresh prompts (DAPO).
             max_refill_rounds: at most this many extra generation rounds per step for dynamic sampling.
+            drop_zero_variance: leave groups whose rewards are all equal out of the loss (their advantages are
+                0; keeping them only adds tokens to the normaliser, and with ``beta > 0`` their KL term).
+            skip_zero_gradient_steps: skip (and count) a step in which no group has reward variance and
+                ``beta == 0``: its gradient is exactly zero. ``false`` trains anyway, as TRL does.
             mask_truncated: exclude completions that hit ``max_new_tokens`` from the loss.
             entropy_coef: weight of an entropy bonus (0: entropy is only logged).
             reward_fallback: reward given to a sample whose reward function raised or returned NaN.
@@ -139,6 +145,7 @@ class GRPOModule(PostTrainingModule):
         self.eps_low, self.eps_high = eps_low, eps_high
         self.loss_aggregation, self.advantage = loss_aggregation, advantage
         self.dynamic_sampling, self.max_refill_rounds = dynamic_sampling, max_refill_rounds
+        self.drop_zero_variance, self.skip_zero_gradient_steps = drop_zero_variance, skip_zero_gradient_steps
         self.mask_truncated, self.entropy_coef = mask_truncated, entropy_coef
         self.reward_fallback, self.max_grad_norm, self.seed = reward_fallback, max_grad_norm, seed
         self.buffer = RolloutBuffer()
@@ -201,7 +208,7 @@ class GRPOModule(PostTrainingModule):
             if first:
                 stats.update(part_stats)  # reward/length statistics describe the batch's own prompts
                 first = False
-            keep = ~part["zero_var"]
+            keep = ~part["zero_var"] if self.drop_zero_variance else torch.ones_like(part["zero_var"])
             parts.append(part["rollout"].select(keep.repeat_interleave(self.group_size)))
             have = sum(p.num_rows for p in parts) // self.group_size
             if not self.dynamic_sampling or have >= target_groups or rounds >= self.max_refill_rounds:
@@ -212,10 +219,11 @@ class GRPOModule(PostTrainingModule):
         rollout = Rollout.cat(parts, pad_token_id=self.tokenizer.pad_token_id, renumber_groups=True)
         if rollout.num_rows > target_groups * self.group_size:
             rollout = rollout.select(slice(0, target_groups * self.group_size))
-        usable = rollout.num_rows > 0 and bool(rollout.completion_mask.any())
-        if not self.any_rank(usable):
-            return None, stats
-        if not usable:  # other ranks train this step: join with a fully masked group (zero gradient, no tokens)
+        has_tokens = rollout.num_rows > 0 and bool(rollout.completion_mask.any())
+        has_signal = has_tokens and (self.beta > 0 or bool((rollout.advantages != 0).any()))
+        if not self.any_rank(has_signal if self.skip_zero_gradient_steps else has_tokens):
+            return None, stats  # skipped and counted: no rank has a gradient to follow
+        if not has_tokens:  # other ranks train this step: join with a fully masked group (zero gradient, no tokens)
             filler = part["rollout"].select(slice(0, self.group_size))
             filler = filler._replace(advantages=torch.zeros_like(filler.advantages),
                                      completion_mask=torch.zeros_like(filler.completion_mask))
