@@ -24,6 +24,7 @@ class PromptTemplate:
         system_prompt: system message for ``chat`` style; ``null`` sends none (the template may add its own).
         instruction: text put before the question in the user turn (``null`` for none), e.g. asking for
             ``\\boxed{}`` or ``#### N``.
+        user_template: how instruction and question form the user turn when ``instruction`` is set.
         plain_template: the ``plain`` prompt; ``{question}`` is replaced by the question.
         answer_format: how the completion states its final answer: ``gsm8k`` (``#### N``), ``boxed``
             (``\\boxed{N}``), ``answer_is`` (``The answer is N.``) or ``keep`` (the solution unchanged).
@@ -33,12 +34,16 @@ class PromptTemplate:
     style: Literal["chat", "plain"] = "chat"
     system_prompt: str | None = None
     instruction: str | None = None
+    user_template: str = "{instruction}\n\n{question}"
     plain_template: str = "Question: {question}\nAnswer:"
     answer_format: AnswerFormat = "gsm8k"
     strip_calculator: bool = True
 
     def prompt(self, question: str, tokenizer: Any) -> str:
-        user = f"{self.instruction}\n\n{question}" if self.instruction else question
+        if self.instruction:
+            user = self.user_template.replace("{instruction}", self.instruction).replace("{question}", question)
+        else:
+            user = question
         if self.style == "plain":
             return self.plain_template.replace("{question}", user)
         if not getattr(tokenizer, "chat_template", None):
