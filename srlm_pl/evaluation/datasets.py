@@ -48,7 +48,7 @@ def eval_source(dataset: str, *, data_file: str | None = None, data_root: str | 
     """The ``DataSource`` for a dataset name (a preset or ``builtin``), optionally read from ``data_file``."""
     if dataset == "builtin":
         b = builtin or BuiltinProblems(level=1, num_problems=200, seed=3)
-        return DataSource(path="builtin", builtin=b, limit=limit, offset=offset, split=split)
+        return DataSource(path="builtin", builtin=b, limit=limit, offset=offset, split=split, id_field="id")
     if dataset not in PRESETS:
         raise DataError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)} (or pass --data_file with "
                         "--dataset naming the field layout)")

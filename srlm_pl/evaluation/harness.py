@@ -59,6 +59,7 @@ class EvalConfig:
     device: str = "auto"
     seed: int = 0
     timeout: float = 1.0
+    threads: int = 0
     progress: bool = True
 
     def check(self) -> None:
@@ -144,6 +145,8 @@ def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, overwrite: bool = Fa
 
     cfg.check()
     check_model_path(cfg.model, cfg.run_config)  # before any work
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     src = eval_source(cfg.dataset, data_file=cfg.data_file, data_root=cfg.data_root, split=cfg.split,
                       limit=cfg.limit, builtin=cfg.builtin)
     data = load_eval_set(src, cfg.dataset)
@@ -180,7 +183,7 @@ def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, overwrite: bool = Fa
             "limit": cfg.limit, "prompt_style": style.label,
             "settings": {"n": cfg.n, "temperature": cfg.temperature, "top_p": cfg.top_p,
                          "max_new_tokens": cfg.max_new_tokens, "precision": cfg.precision, "seed": cfg.seed,
-                         "batch_size": cfg.batch_size, "device": str(device)},
+                         "batch_size": cfg.batch_size, "device": str(device), "threads": torch.get_num_threads()},
             "wall_seconds_this_session": round(time.perf_counter() - start, 2)}
     summary = summarize(problems, cfg.k, data_report=data.report(), info=info)
     write_summary(out_dir, summary)

@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--restart_from", help="delete this stage's folder and every later one, then run from it")
     p.add_argument("--validate_only", action="store_true", help="check every stage and exit")
     p.add_argument("--in_process", action="store_true", help="run stages in this process (default: subprocesses)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads per stage (0: torch's default; 1 on a busy CPU)")
     p.add_argument("--verbose", action="store_true", help="stream each stage's output (it always goes to stage.log)")
     a = p.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{a.pipeline}: {len(pipe.stages)} stages valid")
             return 0
         result = run_pipeline(pipe, out, launcher="inprocess" if a.in_process else "subprocess",
-                              restart_from=a.restart_from, verbose=a.verbose)
+                              restart_from=a.restart_from, verbose=a.verbose, threads=a.threads)
     except (PipelineError, StageFailed) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

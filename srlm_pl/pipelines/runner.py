@@ -24,6 +24,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -131,7 +132,7 @@ def _check_evaluation(pipe: Pipeline) -> None:
         raise PipelineError(f"pipeline {pipe.name!r}: evaluation settings: {err}") from err
 
 
-def _launch(args: list[str], folder: Path, launcher: Launcher, verbose: bool) -> None:
+def _launch(args: list[str], folder: Path, launcher: Launcher, verbose: bool, threads: int = 0) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     logfile = folder / "stage.log"
     if launcher == "inprocess":
@@ -148,7 +149,8 @@ def _launch(args: list[str], folder: Path, launcher: Launcher, verbose: bool) ->
     with logfile.open("a", encoding="utf-8") as f:
         f.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
         f.flush()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads > 0 else None
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)
         assert proc.stdout is not None
         for line in proc.stdout:
             f.write(line)
@@ -169,10 +171,18 @@ def _evaluate(pipe: Pipeline, out: Path, stage: Stage) -> dict[str, Any]:
 
 
 def run_pipeline(pipe: Pipeline, out: str | Path, *, launcher: Launcher = "subprocess",
-                 restart_from: str | None = None, verbose: bool = False,
+                 restart_from: str | None = None, verbose: bool = False, threads: int = 0,
                  on_stage: Callable[[int, Stage], None] | None = None) -> dict[str, Any]:
-    """Validate, then run (or skip, or resume) every stage; returns the gathered results (also in ``pipeline.json``)."""
+    """Validate, then run (or skip, or resume) every stage; returns the gathered results (also in ``pipeline.json``).
+
+    ``threads > 0`` sets the stages' CPU threads (``OMP_NUM_THREADS`` of the subprocesses, ``torch.set_num_threads``
+    in process); on a CPU shared with other jobs, 1 avoids OpenMP spin-waiting.
+    """
     out = Path(out)
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
     all_args = validate(pipe, out)
     if restart_from is not None:
         if restart_from not in [s.name for s in pipe.stages]:
@@ -199,7 +209,7 @@ def run_pipeline(pipe: Pipeline, out: str | Path, *, launcher: Launcher = "subpr
                      folder)
             start = time.perf_counter()
             try:
-                _launch(args + (["--ckpt_path", "last"] if resume else []), folder, launcher, verbose)
+                _launch(args + (["--ckpt_path", "last"] if resume else []), folder, launcher, verbose, threads)
             except StageFailed as err:
                 raise StageFailed(f"stage {i} ({stage.name}) failed: {err}\nRerun the same command to resume from "
                                   f"stage {stage.name}; earlier stages are kept.") from err

@@ -1,0 +1,52 @@
+"""The study in miniature: base, SFT, LoRA-SFT, KD, GRPO, SFT→GRPO and KD→GRPO from one base model, evaluated on the
+same held-out problems; writes study.md, study.json and study.png.
+
+    python tools/run_study.py                          # tiny preset, offline CPU (see docs/evaluation.md for timing)
+    python tools/run_study.py --model smollm2 --out runs/study/smollm2 --sft_steps 60 ...
+    python tools/run_study.py --teacher large          # KD from a bigger tiny teacher trained on the side
+
+A rerun of the same command resumes (finished recipes are skipped). Implementation: ``srlm_pl.pipelines.study``.
+"""
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+import typing
+
+from srlm_pl.evaluation.cli import log_to_console
+from srlm_pl.pipelines import PipelineError, StageFailed
+from srlm_pl.pipelines.study import StudyConfig, run_study
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    hints = typing.get_type_hints(StudyConfig)
+    for f in dataclasses.fields(StudyConfig):
+        kind = hints[f.name]
+        choices = typing.get_args(kind) if typing.get_origin(kind) is typing.Literal else None
+        p.add_argument(f"--{f.name}", default=f.default, choices=choices,
+                       type=None if choices else type(f.default), help=f"default: {f.default}")
+    p.add_argument("--out", help="output folder (default runs/study/<model>)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads per stage (0: torch's default; 1 on a busy CPU)")
+    p.add_argument("--in_process", action="store_true", help="run stages in this process (default: subprocesses)")
+    a = p.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    log_to_console()
+    cfg = StudyConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(StudyConfig)})
+    out = a.out or f"runs/study/{cfg.model}"
+    start = time.perf_counter()
+    try:
+        report = run_study(cfg, out, launcher="inprocess" if a.in_process else "subprocess",
+                           threads=a.threads)
+    except (PipelineError, StageFailed, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(open(os.path.join(out, "study.md"), encoding="utf-8").read())
+    print(f"wall time {time.perf_counter() - start:.0f} s; files: {out}/study.md, study.json, study.png")
+    return 0 if report["rows"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
