@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt_style", default="auto", choices=STYLE_CHOICES)
     p.add_argument("--system_prompt", help="override the style's system prompt ('' for none)")
     p.add_argument("--instruction", help="override the style's instruction ('' for none)")
-    p.add_argument("--question_prefix", help="override the text put before each question")
+    p.add_argument("--user_template", help="override how instruction and question form the user turn, e.g. "
+                   "'{instruction}\\n\\nProblem: {question}'")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: autocast, fp32 weights")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); on a CPU shared "
@@ -71,7 +72,7 @@ def config_from_args(a: argparse.Namespace) -> EvalConfig:
         builtin=BuiltinProblems(level=a.builtin_level, num_problems=a.builtin_num, seed=a.builtin_seed),
         gguf_file=a.gguf_file, run_config=a.run_config, n=a.n, k=a.k, temperature=a.temperature, top_p=a.top_p,
         top_k=a.top_k, max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, prompt_style=a.prompt_style,
-        system_prompt=a.system_prompt, instruction=a.instruction, question_prefix=a.question_prefix,
+        system_prompt=a.system_prompt, instruction=a.instruction, user_template=a.user_template,
         precision=a.precision, device=a.device, seed=a.seed, timeout=a.timeout, threads=a.threads,
         progress=not a.no_progress)
 

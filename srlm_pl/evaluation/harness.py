@@ -54,7 +54,7 @@ class EvalConfig:
     prompt_style: str = "auto"
     system_prompt: str | None = None
     instruction: str | None = None
-    question_prefix: str | None = None
+    user_template: str | None = None
     precision: Literal["fp32", "bf16"] = "fp32"
     device: str = "auto"
     seed: int = 0
@@ -101,8 +101,7 @@ def _device(name: str) -> torch.device:
 
 def _settings(cfg: EvalConfig, data: EvalSet, style: PromptStyle) -> dict[str, Any]:
     return {"model": cfg.model, "model_files": _fingerprint(cfg.model), "gguf_file": cfg.gguf_file,
-            "data": data.source, "prompt": {"label": style.label, "template": asdict(style.template),
-                                            "question_prefix": style.question_prefix},
+            "data": data.source, "prompt": {"label": style.label, "template": asdict(style.template)},
             "n": cfg.n, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k,
             "max_new_tokens": cfg.max_new_tokens, "precision": cfg.precision, "seed": cfg.seed}
 
@@ -153,7 +152,7 @@ def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, overwrite: bool = Fa
     device = _device(cfg.device)
     loaded = loaded or load_for_eval(cfg.model, gguf_file=cfg.gguf_file, run_config=cfg.run_config, device=str(device))
     style = resolve_style(cfg.prompt_style, cfg.dataset, loaded.run_config, system_prompt=cfg.system_prompt,
-                          instruction=cfg.instruction, question_prefix=cfg.question_prefix)
+                          instruction=cfg.instruction, user_template=cfg.user_template)
     store = PredictionStore(out_dir, _settings(cfg, data, style), overwrite=overwrite)
     done = store.load_complete(cfg.n)
     todo = [r for r in data.rows if r["id"] not in done]

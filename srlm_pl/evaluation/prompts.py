@@ -8,7 +8,7 @@ Styles:
 - ``gsm8k``: chat template, instruction asking for ``#### N`` (default for GSM8K, SVAMP, built-in problems);
 - ``boxed``: chat template, instruction asking for ``\\boxed{}`` (default for MATH-500, AMC23, AIME24);
 - ``answer_is``: chat template, instruction asking for "The answer is N" and the question prefixed with
-  ``Problem:``: the exact prompt of the TRL anchor evaluation (``shared/bench/trl_anchor``);
+  ``Problem:`` (``user_template``): the exact prompt of the TRL anchor evaluation (``shared/bench/trl_anchor``);
 - ``question``: chat template with the question alone (the quick start's and built-in configs' training prompt);
 - ``plain``: no chat template, ``Question: ...\\nAnswer:`` (base models without a chat template);
 - ``auto`` (the default): the training template saved with the model (``srlm_config.yaml`` of a stage export, or
@@ -30,12 +30,13 @@ from srlm_pl.data.templates import (
     PromptTemplate,
 )
 
-STYLES: dict[str, tuple[PromptTemplate, str]] = {
-    "gsm8k": (PromptTemplate(style="chat", instruction=GSM8K_INSTRUCTION), ""),
-    "boxed": (PromptTemplate(style="chat", instruction=BOXED_INSTRUCTION), ""),
-    "answer_is": (PromptTemplate(style="chat", instruction=ANSWER_IS_INSTRUCTION), "Problem: "),
-    "question": (PromptTemplate(style="chat", instruction=None), ""),
-    "plain": (PromptTemplate(style="plain", instruction=None), ""),
+STYLES: dict[str, PromptTemplate] = {
+    "gsm8k": PromptTemplate(style="chat", instruction=GSM8K_INSTRUCTION),
+    "boxed": PromptTemplate(style="chat", instruction=BOXED_INSTRUCTION),
+    "answer_is": PromptTemplate(style="chat", instruction=ANSWER_IS_INSTRUCTION,
+                                user_template="{instruction}\n\nProblem: {question}"),
+    "question": PromptTemplate(style="chat", instruction=None),
+    "plain": PromptTemplate(style="plain", instruction=None),
 }
 DATASET_STYLE = {"gsm8k": "gsm8k", "svamp": "gsm8k", "builtin": "gsm8k", "file": "gsm8k",
                  "math500": "boxed", "amc23": "boxed", "aime24": "boxed"}
@@ -44,14 +45,13 @@ STYLE_CHOICES = ("auto", *STYLES)
 
 @dataclass
 class PromptStyle:
-    """A resolved prompt style: the template, a prefix put before each question, and a label for reports."""
+    """A resolved prompt style: the template and a label for reports."""
 
     template: PromptTemplate
-    question_prefix: str = ""
     label: str = ""
 
     def render(self, question: str, tokenizer: Any) -> str:
-        return self.template.prompt(f"{self.question_prefix}{question}", tokenizer)
+        return self.template.prompt(question, tokenizer)
 
 
 def template_from_run_config(path: Path) -> PromptTemplate | None:
@@ -68,23 +68,24 @@ def template_from_run_config(path: Path) -> PromptTemplate | None:
 
 
 def resolve_style(style: str, dataset: str, run_config: Path | None = None, *, system_prompt: str | None = None,
-                  instruction: str | None = None, question_prefix: str | None = None) -> PromptStyle:
-    """The prompt style to use; ``system_prompt``/``instruction``/``question_prefix`` override the style's own."""
+                  instruction: str | None = None, user_template: str | None = None) -> PromptStyle:
+    """The prompt style to use; ``system_prompt``/``instruction``/``user_template`` override the style's own."""
     if style not in STYLE_CHOICES:
         raise ValueError(f"unknown prompt style {style!r}; choose one of {list(STYLE_CHOICES)}")
     if style == "auto":
         saved = template_from_run_config(run_config) if run_config is not None else None
         if saved is not None:
-            resolved = PromptStyle(saved, "", f"auto: training template of {run_config}")
+            resolved = PromptStyle(saved, f"auto: training template of {run_config}")
         else:
             name = DATASET_STYLE.get(dataset, "gsm8k")
-            resolved = PromptStyle(STYLES[name][0], STYLES[name][1], f"auto: {name} (default for {dataset})")
+            resolved = PromptStyle(STYLES[name], f"auto: {name} (default for {dataset})")
     else:
-        resolved = PromptStyle(STYLES[style][0], STYLES[style][1], style)
+        resolved = PromptStyle(STYLES[style], style)
     template = resolved.template
     if system_prompt is not None:
         template = replace(template, system_prompt=system_prompt or None)
     if instruction is not None:
         template = replace(template, instruction=instruction or None)
-    prefix = resolved.question_prefix if question_prefix is None else question_prefix
-    return PromptStyle(template, prefix, resolved.label)
+    if user_template is not None:
+        template = replace(template, user_template=user_template)
+    return PromptStyle(template, resolved.label)
