@@ -20,6 +20,8 @@ NAMES = ("Ava", "Ben", "Carla", "Dan", "Ella", "Finn", "Gia", "Hugo", "Ivy", "Ja
 ITEMS = ("apples", "marbles", "stickers", "books", "pencils", "cookies", "cards", "coins", "shells",
          "stamps", "balloons", "crayons")
 OPERATIONS = ("add", "sub", "mul", "div")
+SYMBOLS = {"add": "+", "sub": "-", "mul": "×", "div": "÷"}
+ASCII = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class WordProblemGenerator:
         operations: tuple[str, ...] = ("add", "sub"),
         calculator_annotations: bool = False,
         seed: int = 0,
+        style: str = "story",
     ) -> None:
         """
         Args:
@@ -57,18 +60,22 @@ class WordProblemGenerator:
             operations: which of ``add``, ``sub``, ``mul``, ``div`` may appear.
             calculator_annotations: write GSM8K's ``<<a+b=c>>`` calculator annotations in solutions.
             seed: problem ``i`` is a pure function of ``(seed, i)``.
+            style: ``story`` (a word problem about a person and items) or ``bare`` (``What is (12 + 7) × 3?``:
+                the same computation without the story, an easier task for small pretrained models).
         """
         if not 1 <= min_steps <= max_steps <= 4:
             raise ValueError(f"need 1 <= min_steps <= max_steps <= 4, got {min_steps}, {max_steps}")
         if max_value < 2:
             raise ValueError(f"max_value must be >= 2, got {max_value}")
+        if style not in ("story", "bare"):
+            raise ValueError(f"style must be 'story' or 'bare', got {style!r}")
         unknown = set(operations) - set(OPERATIONS)
         if unknown or not operations:
             raise ValueError(f"operations must be a non-empty subset of {OPERATIONS}, got {operations}")
         self.min_steps, self.max_steps, self.max_value = min_steps, max_steps, max_value
         self.operations = tuple(operations)
         self.calculator_annotations = calculator_annotations
-        self.seed = seed
+        self.seed, self.style = seed, style
 
     def problem(self, index: int) -> Problem:
         rng = random.Random(f"{self.seed}:{index}")
@@ -78,15 +85,22 @@ class WordProblemGenerator:
         value = rng.randint(2, self.max_value)
         sentences = [f"{name} has {value} {item}."]
         lines: list[str] = []
+        expression = str(value)
         for _ in range(steps):
             op, b = self._pick(rng, value)
             new, sentence, line = self._apply(op, value, b, name, friend, item)
+            if self.style == "bare":
+                sym = SYMBOLS[op]
+                grouped = f"({expression})" if op in ("mul", "div") and lines else expression
+                expression = f"{grouped} {sym} {b}"
+                line = f"{value} {sym} {b} = {self._calc(value, ASCII[op], b, new)}"
             sentences.append(sentence)
             lines.append(line)
             value = new
         sentences.append(f"How many {item} does {name} have now?")
         solution = "\n".join(lines + [f"#### {value}"])
-        return Problem(" ".join(sentences), solution, str(value), steps)
+        question = f"What is {expression}?" if self.style == "bare" else " ".join(sentences)
+        return Problem(question, solution, str(value), steps)
 
     def rows(self, n: int, start: int = 0) -> list[dict[str, str | int]]:
         return [self.problem(i).as_row(i) for i in range(start, start + n)]

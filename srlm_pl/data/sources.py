@@ -42,6 +42,7 @@ class BuiltinProblems:
         seed: generator seed; use different seeds for train and validation splits.
         max_value: override the preset's largest operand (``null`` keeps the preset's).
         calculator_annotations: write GSM8K's ``<<a+b=c>>`` annotations into solutions.
+        style: ``story`` word problems or ``bare`` expressions (``What is 12 + 7?``) of the same computation.
     """
 
     level: int = 1
@@ -49,13 +50,14 @@ class BuiltinProblems:
     seed: int = 0
     max_value: int | None = None
     calculator_annotations: bool = False
+    style: str = "story"
 
     def generator(self) -> WordProblemGenerator:
         base = difficulty_preset(self.level, self.seed)
         return WordProblemGenerator(
             min_steps=base.min_steps, max_steps=base.max_steps,
             max_value=self.max_value or base.max_value, operations=base.operations,
-            calculator_annotations=self.calculator_annotations, seed=self.seed)
+            calculator_annotations=self.calculator_annotations, seed=self.seed, style=self.style)
 
 
 @dataclass

@@ -1,10 +1,11 @@
+import ast
 import re
 
 import pytest
 
 from srlm_pl.data.generators import WordProblemGenerator, difficulty_preset
 
-STEP = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
+STEP = re.compile(r"(\d+) ([-+*/×÷]) (\d+) = (\d+)")
 
 
 def _check(problem) -> None:
@@ -17,8 +18,8 @@ def _check(problem) -> None:
         a, b, c = int(a), int(b), int(c)
         if value is not None:
             assert a == value, "each step starts from the previous result"
-        assert c == {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op]
-        if op == "/":
+        assert c == {"+": a + b, "-": a - b, "*": a * b, "/": a // b, "×": a * b, "÷": a // b}[op]
+        if op in "/÷":
             assert a % b == 0
         value = c
     assert str(value) == problem.answer
@@ -61,3 +62,26 @@ def test_calculator_annotations_are_gsm8k_shaped() -> None:
 def test_bad_settings_are_rejected(kwargs) -> None:
     with pytest.raises(ValueError):
         WordProblemGenerator(**kwargs)
+
+
+def test_bare_style_is_the_same_computation_as_an_expression() -> None:
+    story = WordProblemGenerator(min_steps=1, max_steps=3, operations=("add", "sub", "mul", "div"), seed=4)
+    bare = WordProblemGenerator(min_steps=1, max_steps=3, operations=("add", "sub", "mul", "div"), seed=4,
+                                style="bare")
+    for i in range(200):
+        s, b = story.problem(i), bare.problem(i)
+        _check(b)
+        assert b.answer == s.answer and b.question.startswith("What is ") and b.question.endswith("?")
+        expr = b.question[len("What is "):-1].replace("×", "*").replace("÷", "//")
+        assert re.fullmatch(r"[\d ()+\-*/]+", expr)
+        assert _arith(ast.parse(expr, mode="eval").body) == int(b.answer)
+
+
+def _arith(node: ast.AST) -> int:
+    """Evaluate an integer + - * // expression tree (no eval)."""
+    if isinstance(node, ast.Constant):
+        return int(node.value)
+    ops = {ast.Add: lambda x, y: x + y, ast.Sub: lambda x, y: x - y, ast.Mult: lambda x, y: x * y,
+           ast.FloorDiv: lambda x, y: x // y}
+    assert isinstance(node, ast.BinOp) and type(node.op) in ops
+    return ops[type(node.op)](_arith(node.left), _arith(node.right))
