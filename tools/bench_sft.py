@@ -70,6 +70,24 @@ def step_timer() -> Any:
     return StepTimer()
 
 
+def NaiveLossSFT() -> Any:  # noqa: N802 (a class factory: lightning is imported lazily)
+    """The "before" of the loss optimisation: Hugging Face's own loss from full ``[B, T, V]`` logits."""
+    from srlm_pl.modules.sft import SFTModule
+
+    class Naive(SFTModule):
+        def completion_nll(self, batch: dict) -> tuple[Any, Any]:
+            out = self.model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                             position_ids=batch.get("position_ids"), use_cache=False)
+            logits = out.logits[:, :-1].float()
+            labels = batch["labels"][:, 1:]
+            import torch.nn.functional as F
+
+            loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="sum")
+            return loss_sum, (labels != -100).sum()
+
+    return Naive
+
+
 def worker(a: argparse.Namespace) -> None:
     import lightning as L
     import torch
@@ -86,8 +104,8 @@ def worker(a: argparse.Namespace) -> None:
     spec.gradient_checkpointing = bool(a.grad_ckpt)
     dm = SFTDataModule(train=_source(a.workload, a.rows), template=template, tokenizer=spec, batch_size=a.batch,
                        max_length=a.max_length, length_policy="truncate", packing=bool(a.pack), seed=42)
-    module = SFTModule(policy=spec, loss_chunk_size=a.chunk,
-                       optimizer=lambda p: AdamW(p, lr=2e-5, fused=True))
+    module_cls = NaiveLossSFT() if a.naive else SFTModule
+    module = module_cls(policy=spec, loss_chunk_size=a.chunk, optimizer=lambda p: AdamW(p, lr=2e-5, fused=True))
     timer = step_timer()
     trainer = L.Trainer(accelerator="cpu", devices=1, precision="bf16-mixed" if a.bf16 else "32-true",
                         max_steps=a.warmup + a.steps, logger=False, enable_checkpointing=False,
@@ -118,7 +136,7 @@ def measure(workload: str, packing: int, a: argparse.Namespace, impl: str) -> di
     cmd = [sys.executable, __file__, "--worker", "--workload", workload, "--pack", str(packing),
            "--steps", str(steps), "--warmup", str(warmup), "--rows", str(a.rows), "--batch", str(a.batch),
            "--max_length", str(a.max_length), "--chunk", str(a.chunk), "--bf16", str(a.bf16),
-           "--grad_ckpt", str(a.grad_ckpt)]
+           "--grad_ckpt", str(a.grad_ckpt)] + (["--naive"] if a.loss == "naive" else [])
     out = bc.run_json(cmd, env={"SRLM_FUSED_CE": "0" if a.loss == "generic" else "1"})
     out["loss"], out["grad_ckpt"] = a.loss, bool(a.grad_ckpt)
     return out
@@ -138,14 +156,16 @@ def main() -> None:
     ap.add_argument("--max_length", type=int, default=512)
     ap.add_argument("--chunk", type=int, default=1024, help="loss_chunk_size (LM-head positions per chunk)")
     ap.add_argument("--bf16", type=int, default=1)
-    ap.add_argument("--loss", choices=["fused", "generic"], default="fused",
-                    help="fused LM-head cross-entropy (default) or the generic checkpointed chunks (A/B)")
+    ap.add_argument("--loss", choices=["fused", "generic", "naive"], default="fused",
+                    help="fused LM-head cross-entropy (default), the generic checkpointed chunks, or the naive "
+                         "full-logits loss (the 'before' of the optimisation)")
     ap.add_argument("--grad_ckpt", type=int, default=0, help="gradient checkpointing (TRL's default is on)")
     ap.add_argument("--packing", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--json", help="also write the rows here")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--workload", help=argparse.SUPPRESS)
     ap.add_argument("--pack", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--naive", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
         worker(a)
