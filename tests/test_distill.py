@@ -222,3 +222,18 @@ def test_unloadable_and_too_large_teachers_fail_before_training(teacher_dir, tmp
     monkeypatch.setattr(teacher_mod, "available_memory", lambda device, copies=1: 2_000_000)
     with pytest.raises(TeacherTooLargeError, match="quantization: 8bit"):
         make_module(teacher_dir).configure_model()
+
+
+def test_4bit_teacher_gives_nearly_the_same_loss(teacher_dir):
+    batch = val_batch(teacher_dir)
+    full = make_module(teacher_dir)
+    full.configure_model()
+    reference_loss, _ = full.kd_loss(batch)
+    quant = make_module(teacher_dir)
+    quant.teacher_spec = ModelSpec(name_or_path=str(teacher_dir), quantization="4bit")
+    quant.configure_model()
+    assert type(quant.teacher.model.layers[0].mlp.up_proj).__name__ == "Linear4bit"
+    loss, _ = quant.kd_loss(batch)
+    loss.backward()
+    assert abs(loss.item() - reference_loss.item()) < 0.05 * reference_loss.item()
+    assert all(p.grad is not None for p in quant.model.parameters())
