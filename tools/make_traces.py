@@ -230,55 +230,78 @@ def batches(rows: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, An
         yield rows[lo: lo + size]
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+@dataclass
+class Sampler:
+    """The teacher, its tokenizer and the prompt/sampling settings: ``k`` judged samples per prompt."""
+
+    model: Any
+    tokenizer: Any
+    template: Any
+    sampling: Any
+    check: Callable[[list[str], list[str]], list[str]]
+    max_keep: int | None
+
+    def __call__(self, chunk: list[dict[str, Any]], seed: int) -> list[PromptResult]:
+        import torch
+
+        from srlm_pl.generation import generate
+        from srlm_pl.modules.distill import eos_ids
+
+        tok, k = self.tokenizer, self.sampling.num_samples
+        prompts = [tok(self.template.prompt(r["question"], tok), add_special_tokens=False)["input_ids"] for r in chunk]
+        device = next(self.model.parameters()).device
+        res = generate(self.model, prompts, self.sampling, eos_token_ids=eos_ids(tok, self.model),
+                       pad_token_id=tok.pad_token_id, generator=torch.Generator(device=device).manual_seed(seed))
+        texts = [tok.decode(ids[:n], skip_special_tokens=True).strip()
+                 for ids, n in zip(res.completion_ids.tolist(), res.lengths.tolist(), strict=True)]
+        statuses = self.check([r["answer"] for r in chunk for _ in range(k)], texts)
+        cut = res.truncated.tolist()
+        return [judge_prompt(texts[i * k:(i + 1) * k], cut[i * k:(i + 1) * k], statuses[i * k:(i + 1) * k],
+                             row["answer"], self.max_keep) for i, row in enumerate(chunk)]
+
+
+def load_sampler(args: argparse.Namespace) -> Sampler:
     import torch
-    from tqdm import tqdm
 
     from srlm_pl.data.templates import PromptTemplate
-    from srlm_pl.generation import SamplingConfig, generate
+    from srlm_pl.generation import SamplingConfig
     from srlm_pl.models import ModelSpec
-    from srlm_pl.modules.distill import eos_ids
     from srlm_pl.teacher import load_teacher, place_teacher
+
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else "cpu" if args.device == "auto" else args.device)
+    spec = ModelSpec(name_or_path=args.teacher, gguf_file=args.gguf_file, tokenizer=args.tokenizer, dtype=args.dtype,
+                     quantization=args.quantization)
+    model, tokenizer = load_teacher(spec, device, key="--teacher", setting=lambda name, value: f"--{name} {value}")
+    template = PromptTemplate(style=args.style, system_prompt=args.system_prompt, instruction=args.instruction or None)
+    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                              top_k=args.top_k, num_samples=args.num_samples)
+    return Sampler(place_teacher(model, device), tokenizer, template, sampling,
+                   default_checker(args.verifier_timeout), args.max_keep)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Sample, judge and append traces for every prompt not finished yet; returns the summary counts."""
+    from tqdm import tqdm
 
     out = Path(args.out)
     check_settings(args, out)
     done, counts, n_done = load_progress(out)
     rows = load_source_rows(args)
     todo = [r for r in rows if r["id"] not in done]
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if args.device == "auto" else args.device)
-    spec = ModelSpec(name_or_path=args.teacher, gguf_file=args.gguf_file, tokenizer=args.tokenizer, dtype=args.dtype,
-                     quantization=args.quantization)
-    model, tokenizer = load_teacher(spec, device, key="--teacher", setting=lambda name, value: f"--{name} {value}")
-    model = place_teacher(model, device)
-    template = PromptTemplate(style=args.style, system_prompt=args.system_prompt, instruction=args.instruction or None)
-    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                              top_k=args.top_k, num_samples=args.num_samples)
-    check = default_checker(args.verifier_timeout)
+    position = {r["id"]: i for i, r in enumerate(rows)}
+    sampler = load_sampler(args) if todo else None
     progress_path, _ = _paths(out)
-    k = args.num_samples
     bar = tqdm(total=len(rows), initial=n_done, desc="prompts", unit="prompt", disable=args.no_progress)
     with out.open("a", encoding="utf-8") as fout, progress_path.open("a", encoding="utf-8") as fprog:
-        position = {r["id"]: i for i, r in enumerate(rows)}
         for chunk in batches(todo, args.batch_size):
-            prompts = [tokenizer(template.prompt(r["question"], tokenizer), add_special_tokens=False)["input_ids"]
-                       for r in chunk]
             # seeded by the batch's first row, so a resumed run samples a batch as an uninterrupted one would
-            gen = torch.Generator(device=device).manual_seed(args.seed * 1_000_003 + position[chunk[0]["id"]])
-            res = generate(model, prompts, sampling, eos_token_ids=eos_ids(tokenizer, model),
-                           pad_token_id=tokenizer.pad_token_id, generator=gen)
-            texts = [tokenizer.decode(ids[:n], skip_special_tokens=True).strip()
-                     for ids, n in zip(res.completion_ids.tolist(), res.lengths.tolist(), strict=True)]
-            golds = [r["answer"] for r in chunk for _ in range(k)]
-            statuses = check(golds, texts)
-            cut = res.truncated.tolist()
-            for i, row in enumerate(chunk):
-                sl = slice(i * k, (i + 1) * k)
-                judged = judge_prompt(texts[sl], cut[sl], statuses[sl], row["answer"], args.max_keep)
+            results = sampler(chunk, args.seed * 1_000_003 + position[chunk[0]["id"]])
+            for row, judged in zip(chunk, results, strict=True):
                 for idx, trace in judged.kept:
                     fout.write(json.dumps({"id": row["id"], "question": row["question"], "answer": trace,
                                            "gold": row["answer"], "sample_idx": idx}) + "\n")
-                fout.flush()
+                fout.flush()  # rows first, then the progress line: a crash in between is repaired on resume
                 fprog.write(json.dumps({"id": row["id"], "kept": len(judged.kept),
                                         "dropped": dict(judged.dropped)}) + "\n")
                 fprog.flush()
@@ -287,10 +310,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             bar.update(len(chunk))
             bar.set_postfix(kept=counts["kept"], dropped=sum(v for key, v in counts.items() if key != "kept"))
     bar.close()
-    summary = {"out": str(out), "prompts": len(rows), "resumed_prompts": n_done, "samples": len(rows) * k,
-               "kept": counts["kept"], "dropped": {r: counts[r] for r in DROP_REASONS if counts[r]},
-               "prompts_with_a_trace": _prompts_with_trace(out)}
-    return summary
+    return {"out": str(out), "prompts": len(rows), "resumed_prompts": n_done, "samples": len(rows) * args.num_samples,
+            "kept": counts["kept"], "dropped": {r: counts[r] for r in DROP_REASONS if counts[r]},
+            "prompts_with_a_trace": _prompts_with_trace(out)}
 
 
 def _prompts_with_trace(out: Path) -> int:
