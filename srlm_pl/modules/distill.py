@@ -236,28 +236,26 @@ class DistillModule(PostTrainingModule):
             vocab_size=self.kd_vocab_size,
         )  # fmt: skip
 
-    def global_token_count(self, n_tokens: Tensor) -> Tensor:
-        total = n_tokens.detach().clone().float()
-        if self.trainer.world_size > 1:
-            total = self.trainer.strategy.reduce(total, reduce_op="sum")
-        return total.clamp(min=1.0)
-
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         source, sample_seed = self.next_source()
         if source != "dataset":
             batch = self.sample_completions(batch, source, sample_seed)
         loss, metrics = self.kd_loss(batch)
         n_local = metrics["n_tokens"].clamp(min=1).float()
-        # loss is a local token mean; DDP averages gradients over ranks: rescale to the global token mean
-        global_loss = loss * n_local * self.trainer.world_size / self.global_token_count(metrics["n_tokens"])
-        self.log("train/loss", metrics["loss"], prog_bar=True, on_step=True, sync_dist=True)
-        self.log("train/kd", metrics["kd"], on_step=True, sync_dist=True)
-        self.log("train/ce", metrics["ce"], on_step=True, sync_dist=True)
+        tokens, kd_sum, ce_sum = self.global_sum(torch.stack([metrics["n_tokens"].float(), metrics["kd_sum"],
+                                                              metrics["ce_sum"]])).unbind()
+        tokens = tokens.clamp(min=1.0)
+        # loss is a local token mean; DDP/FSDP average gradients over ranks: rescale to the global token mean
+        global_loss = loss * n_local * self.trainer.world_size / tokens
+        kd, ce = kd_sum / tokens, ce_sum / tokens  # global token means, identical on every rank
+        self.log("train/loss", self.alpha * ce + (1 - self.alpha) * kd, prog_bar=True, on_step=True)
+        self.log("train/kd", kd, on_step=True)
+        self.log("train/ce", ce, on_step=True)
+        self.log("train/completion_tokens", tokens, on_step=True)
         steps = sum(self._sources.values())
         self.log("train/on_policy", self._sources["student"] / steps, on_step=True)
         if self.seq_kd:
             self.log("train/seq_kd", self._sources["teacher"] / steps, on_step=True)
-        self.log("train/completion_tokens", metrics["n_tokens"].float(), on_step=True, reduce_fx="sum")
         rate = self.tokens_per_second(int(batch["num_tokens"]))
         if rate is not None:
             self.log("train/tokens_per_s", rate, on_step=True)
