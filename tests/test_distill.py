@@ -6,6 +6,7 @@ reproducible choices after resume, and the errors raised before the first step."
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -21,8 +22,14 @@ from srlm_pl.optim import AdamW
 from srlm_pl.teacher import TeacherTooLargeError, VocabularyMismatchError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from distill_teacher import TEMPLATE, shared_teacher  # noqa: E402
+from distill_teacher import TEMPLATE, one_thread, shared_teacher  # noqa: E402
 from test_distill_losses import reference  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -5,12 +5,25 @@ for backward."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 import torch
 
 from srlm_pl.losses import chunked_kd_loss
 
+sys.path.insert(0, str(Path(__file__).parent))
+from distill_teacher import one_thread  # noqa: E402
+
 N, HS, HT, V, VS = 13, 6, 10, 21, 19  # rows, student/teacher width, head rows (padded), tokenizer vocab
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    with one_thread():
+        yield
 
 
 def _probs(logits: torch.Tensor, tau: float) -> torch.Tensor:

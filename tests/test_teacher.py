@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,13 @@ from srlm_pl.teacher import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from distill_teacher import shared_teacher  # noqa: E402
+from distill_teacher import one_thread, shared_teacher  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="session")
