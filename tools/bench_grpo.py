@@ -116,7 +116,7 @@ def measure(workload: str, impl: str, a: argparse.Namespace) -> dict[str, Any]:
     return bc.run_json(cmd)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workloads", nargs="+", default=None, help="tiny smollm2")
     ap.add_argument("--trl", action="store_true", help="also run TRL's GRPOTrainer (anchor script)")
@@ -130,7 +130,15 @@ def main() -> None:
     ap.add_argument("--json", help="also write the rows here")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--workload", help=argparse.SUPPRESS)
-    a = ap.parse_args()
+    return ap
+
+
+def default_args() -> argparse.Namespace:
+    return build_parser().parse_args([])
+
+
+def main() -> None:
+    a = build_parser().parse_args()
     if a.worker:
         worker(a)
         return

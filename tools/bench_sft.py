@@ -142,7 +142,7 @@ def measure(workload: str, packing: int, a: argparse.Namespace, impl: str) -> di
     return out
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workloads", nargs="+", default=None,
                     help="tiny-builtin tiny-gsm8k tinyqwen smollm2 (default: the tiny ones available)")
@@ -166,7 +166,15 @@ def main() -> None:
     ap.add_argument("--workload", help=argparse.SUPPRESS)
     ap.add_argument("--pack", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--naive", action="store_true", help=argparse.SUPPRESS)
-    a = ap.parse_args()
+    return ap
+
+
+def default_args() -> argparse.Namespace:
+    return build_parser().parse_args([])
+
+
+def main() -> None:
+    a = build_parser().parse_args()
     if a.worker:
         worker(a)
         return
