@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
                        type=None if choices else type(f.default), help=f"default: {f.default}")
     p.add_argument("--out", help="output folder (default runs/study/<model>)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads per stage (0: torch's default; 1 on a busy CPU)")
+    p.add_argument("--restart_from", help="redo this recipe and every later one (after changing its settings)")
     p.add_argument("--in_process", action="store_true", help="run stages in this process (default: subprocesses)")
     a = p.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         report = run_study(cfg, out, launcher="inprocess" if a.in_process else "subprocess",
-                           threads=a.threads)
+                           threads=a.threads, restart_from=a.restart_from)
     except (PipelineError, StageFailed, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

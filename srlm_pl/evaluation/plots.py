@@ -109,20 +109,28 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
 
 
 def bar_chart(names: Sequence[str], values: Sequence[float], path: str | Path, *, title: str,
-              ylabel: str = "accuracy (%)", notes: str = "") -> Path:
-    """A labelled bar chart of percentages (``values`` in [0, 1])."""
+              ylabel: str = "accuracy (%)", notes: str = "",
+              intervals: Sequence[tuple[float, float]] | None = None) -> Path:
+    """A labelled bar chart of percentages (``values`` and ``intervals`` (low, high) in [0, 1])."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(names)), 4.2))
-    bars = ax.bar(range(len(names)), [100 * v for v in values], color="tab:blue")
-    for bar, v in zip(bars, values, strict=True):
-        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.5, f"{100 * v:.1f}", ha="center", fontsize=8)
+    yerr = None
+    if intervals is not None:
+        yerr = [[100 * (v - lo) for v, (lo, _) in zip(values, intervals, strict=True)],
+                [100 * (hi - v) for v, (_, hi) in zip(values, intervals, strict=True)]]
+    bars = ax.bar(range(len(names)), [100 * v for v in values], color="tab:blue", yerr=yerr, capsize=3,
+                  ecolor="0.4")
+    tops = [hi for _, hi in intervals] if intervals is not None else list(values)
+    for bar, v, t in zip(bars, values, tops, strict=True):
+        ax.text(bar.get_x() + bar.get_width() / 2, 100 * t + 0.5, f"{100 * v:.1f}", ha="center", fontsize=8)
     ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, max(5.0, 100 * max(values, default=0) * 1.15))
+    top = max((hi for _, hi in intervals), default=0) if intervals is not None else max(values, default=0)
+    ax.set_ylim(0, max(5.0, 100 * top * 1.15))
     ax.set_title(title, fontsize=10)
     if notes:
         fig.text(0.01, 0.01, notes, fontsize=6, va="bottom")

@@ -41,8 +41,8 @@ class StudyConfig:
 
     model: Literal["tiny", "smollm2"] = "tiny"
     teacher: Literal["sft", "large"] = "sft"
-    sft_steps: int = 300
-    lora_steps: int = 300
+    sft_steps: int = 600
+    lora_steps: int = 600
     kd_steps: int = 300
     grpo_steps: int = 40
     grpo_batches: int = 60
@@ -109,6 +109,7 @@ def study_pipeline(cfg: StudyConfig, base: Path) -> Pipeline:
     lora = '{"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}'
     grpo_args = [*_common(cfg), f"--data.init_args.batch_size={cfg.grpo_prompts}",
                  f"--trainer.max_steps={cfg.grpo_steps}", f"--trainer.limit_train_batches={cfg.grpo_batches}",
+                 "--trainer.max_epochs=1",
                  "--trainer.val_check_interval=1.0", "--trainer.check_val_every_n_epoch=1",
                  f"--model.init_args.optimizer.init_args.lr={cfg.grpo_lr}",
                  f"--model.init_args.max_new_tokens={cfg.max_new_tokens + 8}"]
@@ -172,8 +173,13 @@ def grpo_stats(folder: Path) -> dict[str, float]:
             "batches": len(rewards), "skipped_batches": max(skipped) if skipped else 0.0}
 
 
-def run_study(cfg: StudyConfig, out: str | Path, *, launcher: str = "subprocess", threads: int = 0) -> dict[str, Any]:
-    """Run (or resume) the study; writes ``study.md``, ``study.json`` and ``study.png`` into ``out``."""
+def run_study(cfg: StudyConfig, out: str | Path, *, launcher: str = "subprocess", threads: int = 0,
+              restart_from: str | None = None) -> dict[str, Any]:
+    """Run (or resume) the study; writes ``study.md``, ``study.json`` and ``study.png`` into ``out``.
+
+    ``restart_from``: a recipe (``sft``, ``lora_sft``, ``kd``, ``grpo``, ...) to redo with it and every later one,
+    e.g. after changing ``grpo_lr``.
+    """
     from srlm_pl.evaluation.harness import EvalConfig, run_evaluation
     from srlm_pl.pipelines.runner import run_pipeline
 
@@ -186,7 +192,8 @@ def run_study(cfg: StudyConfig, out: str | Path, *, launcher: str = "subprocess"
     base = make_base(cfg, out)
     pipe = study_pipeline(cfg, base.resolve())
     base_eval = run_evaluation(EvalConfig(model=str(base), **pipe.evaluation), out / "base" / "eval")
-    result = run_pipeline(pipe, out / "stages", launcher=launcher, threads=threads)  # type: ignore[arg-type]
+    result = run_pipeline(pipe, out / "stages", launcher=launcher, threads=threads,  # type: ignore[arg-type]
+                          restart_from=restart_from)
     wall = time.perf_counter() - start
     stages = {s["stage"]: s for s in result["stages"]}
     rows = [{"recipe": "base", "name": RECIPES["base"], "eval": base_eval, "train_seconds": 0.0}]
@@ -223,6 +230,7 @@ def notes(cfg: StudyConfig) -> list[str]:
 def write_report(report: dict[str, Any], out: Path) -> None:
     from srlm_pl.evaluation.plots import bar_chart
 
+    out.mkdir(parents=True, exist_ok=True)
     head = ["recipe", "accuracy", "95% CI", "no answer", "mean tokens", "train s", "GRPO reward (train)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for row in report["rows"]:
@@ -241,4 +249,5 @@ def write_report(report: dict[str, Any], out: Path) -> None:
     (out / "study.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     bar_chart([r["name"] for r in report["rows"]], [r["eval"]["accuracy"] for r in report["rows"]], out / "study.png",
               title=f"Held-out accuracy by recipe ({report['config']['model']}, "
-                    f"{report['config']['eval_problems']} problems, greedy)")
+                    f"{report['config']['eval_problems']} problems, greedy; bars: 95% CI)",
+              intervals=[wilson(r["eval"]["accuracy"], r["eval"]["problems"]) for r in report["rows"]])
