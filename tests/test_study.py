@@ -48,7 +48,8 @@ def test_report_files(tmp_path: Path) -> None:
     table = (tmp_path / "study.md").read_text()
     assert "| SFT | 50.0% | 43.1–56.9 | 10.0% | 20.0 | 61 | - |" in table
     assert "| GRPO | 0.0% | 0.0–1.9 | 10.0% | 20.0 | 30 | 0.000 (5/5 batches skipped) |" in table
-    assert "Wall time: 99 s" in table and "- n1" in table
+    assert "Wall time of the run that wrote this table: 99 s" in table and "of all recipes: 91 s" in table
+    assert "- n1" in table
     assert json.loads((tmp_path / "study.json").read_text())["rows"][1]["eval"]["accuracy"] == 0.5
     assert (tmp_path / "study.png").read_bytes()[:4] == b"\x89PNG"
 

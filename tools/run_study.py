@@ -26,8 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     for f in dataclasses.fields(StudyConfig):
         kind = hints[f.name]
         choices = typing.get_args(kind) if typing.get_origin(kind) is typing.Literal else None
-        p.add_argument(f"--{f.name}", default=f.default, choices=choices,
-                       type=None if choices else type(f.default), help=f"default: {f.default}")
+        base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)  # int | None -> int
+        default = "per model (MODEL_DEFAULTS)" if f.default is None else f.default
+        p.add_argument(f"--{f.name}", default=f.default, choices=choices, type=None if choices else base,
+                       help=f"default: {default}")
     p.add_argument("--out", help="output folder (default runs/study/<model>)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads per stage (0: torch's default; 1 on a busy CPU)")
     p.add_argument("--restart_from", help="redo this recipe and every later one (after changing its settings)")
