@@ -186,6 +186,8 @@ def _from_pretrained(spec: ModelSpec, name: str, key: str) -> nn.Module:
         kwargs["gguf_file"] = spec.gguf_file
     if spec.quantization:
         kwargs["quantization_config"] = _quantization_config(spec)
+    if spec.num_layers is not None and spec.layer_stride == 1:
+        kwargs["num_hidden_layers"] = spec.num_layers  # read only the first layers' weights (less peak memory)
     try:
         return AutoModelForCausalLM.from_pretrained(name, **kwargs)
     except OSError as err:
@@ -240,7 +242,7 @@ def load_model(spec: ModelSpec, tokenizer: Any | None = None, *, trainable: bool
         model = _from_pretrained(spec, spec.name_or_path, key)
     if spec.layer_stride < 1:
         raise ValueError(f"{key}.layer_stride must be >= 1, got {spec.layer_stride}")
-    if spec.layer_stride > 1 or spec.num_layers is not None:
+    if spec.layer_stride > 1 or (spec.num_layers is not None and model.config.num_hidden_layers > spec.num_layers):
         n = model.config.num_hidden_layers
         keep = list(range(0, n, spec.layer_stride))[: spec.num_layers]
         keep_decoder_layers(model, keep)

@@ -264,3 +264,14 @@ def test_per_prompt_generators_make_samples_independent_of_the_batch(model):
     assert len({tuple(r) for r in rows(first)}) > 1  # the G samples of a prompt still differ
     with pytest.raises(ValueError, match="2 generators for 1 prompts"):
         generate(model, PROMPTS[:1], cfg, eos_token_ids=[], pad_token_id=0, generator=gens(1, 2))
+
+
+def test_sampling_draws_from_the_tempered_distribution():
+    """The exponential-race draw is an exact categorical sample: frequencies match the probabilities."""
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -30.0]]).repeat(40_000, 1)
+    cfg = SamplingConfig(temperature=1.5)
+    tokens = gen.sample_next_token(logits, cfg, torch.Generator().manual_seed(0))
+    freq = torch.bincount(tokens, minlength=5).double() / tokens.numel()
+    expected = (logits[0].double() / 1.5).softmax(-1)
+    assert torch.allclose(freq, expected, atol=0.01), (freq, expected)
+    assert freq[4] == 0

@@ -83,7 +83,7 @@ def test_qlora_4bit_trains_on_cpu(tiny_tokenizer) -> None:
     loss.backward()
     grads = [p.grad for n, p in m.named_parameters() if p.requires_grad]
     assert grads and all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
-    with pytest.raises(ValueError, match="needs model.policy.lora"):
+    with pytest.raises(ValueError, match="needs model.init_args.policy.lora"):
         load_model(ModelSpec(tiny=SMALL, quantization="4bit"), tiny_tokenizer)
 
 
