@@ -248,6 +248,12 @@ def chunked_kd_loss(
     _check_positive("temperature", temperature)
     if student_hidden.shape[0] != teacher_hidden.shape[0] or student_hidden.shape[0] != targets.shape[0]:
         raise ValueError("student_hidden, teacher_hidden and targets must have the same number of rows N")
+    from srlm_pl import fused_kd
+
+    if fused_kd.applies(student_head):  # plain Linear head under autograd: analytic gradient, no recompute
+        return fused_kd.fused_kd_loss(student_hidden, teacher_hidden, student_head, teacher_head, targets,
+                                      beta=beta, temperature=temperature, alpha=alpha, chunk_size=chunk_size,
+                                      vocab_size=vocab_size, ignore_index=ignore_index)
 
     def chunk_losses(s_h: Tensor, t_h: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         s_logits = _head_logits(student_head, s_h, vocab_size)  # [n, V]

@@ -129,9 +129,14 @@ def test_no_full_vocabulary_logits_are_saved_for_backward():
         saved.append(t.numel() * t.element_size())
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss, _ = chunked_kd_loss(s_hidden, t_hidden, s_head, t_head, targets, beta=0.5, temperature=1.0,
-                                  alpha=0.5, chunk_size=32)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):  # a callable head: the generic path
+        loss, _ = chunked_kd_loss(s_hidden, t_hidden, lambda x: s_head(x), t_head, targets, beta=0.5,
+                                  temperature=1.0, alpha=0.5, chunk_size=32)
     assert sum(saved) < n * v * 4 / 50  # one [n, V] float32 logits tensor would be n*v*4 bytes
     loss.backward()
     assert torch.isfinite(s_hidden.grad).all()
+    saved.clear()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):  # a plain Linear head: the fused path
+        chunked_kd_loss(s_hidden, t_hidden, s_head, t_head, targets, beta=0.5, temperature=1.0, alpha=0.5,
+                        chunk_size=32)
+    assert sum(saved) <= (n + v) * h * 4 * 1.01  # only the gradients of the hidden states and the head
