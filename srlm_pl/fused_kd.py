@@ -98,7 +98,8 @@ class _FusedKD(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor, _kd: Tensor, _ce: Tensor):  # noqa: ANN001, ANN205
         grad_h, grad_w = ctx.saved_tensors
         h_dtype, w_dtype = ctx.dtypes
-        return (grad_h * grad_out).to(h_dtype), (grad_w * grad_out).to(w_dtype), None, None, None, None
+        # scale in place: no second copy of the weight-sized gradient
+        return grad_h.mul_(grad_out).to(h_dtype), grad_w.mul_(grad_out).to(w_dtype), None, None, None, None
 
 
 def fused_kd_loss(student_hidden: Tensor, teacher_hidden: Tensor, student_head: nn.Linear, teacher_head: Callable,

@@ -73,7 +73,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):  # noqa: ANN001, ANN205
         grad_h, grad_w = ctx.saved_tensors
         h_dtype, w_dtype = ctx.dtypes
-        return (grad_h * grad_out).to(h_dtype), (grad_w * grad_out).to(w_dtype), None, None, None, None, None
+        # scale in place: no second copy of the weight-sized gradient
+        return grad_h.mul_(grad_out).to(h_dtype), grad_w.mul_(grad_out).to(w_dtype), None, None, None, None, None
 
 
 def linear_cross_entropy(hidden: Tensor, head: nn.Linear, targets: Tensor, *, chunk_size: int = 1024,
