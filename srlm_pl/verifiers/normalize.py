@@ -127,6 +127,9 @@ def _strip_units(s: str) -> str:
 
 
 def _strip_assignment(s: str) -> str:
+    whole = _ASSIGN_PREFIX.match(s)
+    if whole is not None and _THOUSANDS.fullmatch(s[whole.end():].strip()):  # "N = 25,000": one number
+        return s[whole.end():].strip()
     if s.count("=") > 1 and "," not in s:
         return s
     parts = _split_top_commas(s)

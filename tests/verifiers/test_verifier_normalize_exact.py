@@ -6,6 +6,7 @@ from fractions import Fraction
 
 import pytest
 
+from srlm_pl.verifiers import verify
 from srlm_pl.verifiers.exact import INF, exact_equal, parse_exact
 from srlm_pl.verifiers.normalize import normalize, text_key
 
@@ -118,3 +119,11 @@ def test_huge_decimals_compare_by_canonical_digits() -> None:
     assert exact_equal(parse_exact(big), parse_exact("000" + big + ".000"))
     assert not exact_equal(parse_exact(big), parse_exact(big[:-1] + "2"))
     assert parse_exact("0" * 5000 + "7") == Fraction(7)
+
+
+def test_assignment_to_a_thousands_separated_number_is_stripped() -> None:
+    """Seen in SmolLM2's GSM8K outputs: 'The answer is N = 25,000.' must match gold 25000."""
+    assert normalize("N = 25,000") == "25000"
+    assert normalize("x = 1,234.5") == "1234.5"
+    assert verify("#### 25000", "The answer is N = 25,000.").status == "correct"
+    assert verify("25000", "x = 25,001").status == "incorrect"
