@@ -63,6 +63,28 @@ def grpo_config(root: Path, *, max_steps: int = 3, rewards: list | None = None, 
     return path
 
 
+def distill_config(root: Path, teacher: Path, *, max_steps: int = 4, batch_size: int = 8, **model_args) -> Path:
+    """Off-policy KD from ``teacher`` (an exported tiny model) into a student made of its layers 0 and 2."""
+    cfg = {
+        "seed_everything": 0,
+        "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": max_steps, "log_every_n_steps": 1,
+                    "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
+                    "limit_val_batches": 0, "default_root_dir": str(root),
+                    "callbacks": [{"class_path": "srlm_pl.HFExport", "init_args": {}}]},
+        "model": {"class_path": "srlm_pl.DistillModule", "init_args": {
+            "policy": {"name_or_path": str(teacher), "layer_stride": 2},
+            "teacher": {"name_or_path": str(teacher)}, "beta": 0.5, "lmbda": 0.0, "loss_chunk_size": 64,
+            "optimizer": {"class_path": "srlm_pl.optim.AdamW", "init_args": {"lr": 1e-3}}, **model_args}},
+        "data": {"class_path": "srlm_pl.SFTDataModule", "init_args": {
+            "train": {"path": "builtin", "builtin": {"num_problems": 64, "seed": 1}},
+            "batch_size": batch_size, "max_length": 96}},
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "config.in.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
 def fit(config: Path, *extra: str):
     return main(["fit", "--config", str(config), *extra])
 

@@ -22,8 +22,9 @@ from srlm_pl.optim import AdamW
 from srlm_pl.teacher import TeacherTooLargeError, VocabularyMismatchError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from distill_teacher import TEMPLATE, one_thread, shared_teacher  # noqa: E402
 from test_distill_losses import reference  # noqa: E402
+
+from distill_teacher import TEMPLATE, one_thread, shared_teacher  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,8 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM
 
-from cli_utils import grpo_config, logged, sft_config
+from cli_utils import distill_config, grpo_config, logged, sft_config
+from distill_teacher import shared_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = dict(rel=1e-4, abs=1e-6)
@@ -80,6 +81,21 @@ def test_grpo_ddp_fsdp2_match_one_process_and_the_sharded_export_loads(tmp_path:
     plain = AutoModelForCausalLM.from_pretrained(runs["single"] / "export" / "final")
     gathered = AutoModelForCausalLM.from_pretrained(runs["fsdp2"] / "export" / "final")
     torch.testing.assert_close(gathered(input_ids=ids).logits, plain(input_ids=ids).logits, rtol=1e-4, atol=1e-4)
+
+
+def test_distill_ddp_fsdp2_match_one_process(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Off-policy KD (the teacher is sharded like the student under FSDP2, replicated under DDP)."""
+    teacher = shared_teacher(tmp_path_factory)
+    runs = {}
+    for name, strategy, batch in [("single", None, 8), ("ddp", "ddp", 4), ("fsdp2", "fsdp2", 4)]:
+        root = tmp_path / name
+        _fit(distill_config(root, teacher, max_steps=4, batch_size=batch), strategy, 2 if strategy else 1)
+        runs[name] = root
+    for key in ["train/loss", "train/kd"]:
+        expected = logged(runs["single"], key)
+        for name in ("ddp", "fsdp2"):
+            _assert_same(expected, logged(runs[name], key), f"{name} {key}")
+    assert not any("teacher" in p.name for p in (runs["fsdp2"] / "export" / "final").iterdir())
 
 
 def test_fsdp_v1_on_cpu_fails_at_start_naming_the_alternatives() -> None:
