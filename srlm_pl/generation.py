@@ -212,7 +212,7 @@ def generate(
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
-        with _cached_autocast(device.type):
+        with _cached_autocast(device.type, model):
             return _generate(
                 model, prompts, config, eos_token_ids, pad_token_id, decode, generator, use_cache, sync_ranks,
                 stop_string_window, device,
@@ -223,21 +223,28 @@ def generate(
 
 
 @contextlib.contextmanager
-def _cached_autocast(device_type: str) -> Iterator[None]:
+def _cached_autocast(device_type: str, model: nn.Module) -> Iterator[None]:
     """Under an active autocast, decode with autocast's weight-cast cache on (and clear it afterwards).
 
     Lightning's mixed-precision plugin runs autocast with ``cache_enabled=False``, which re-casts every fp32
     weight to bf16 at every op of every decoding step; with the cache each weight is cast once per call.
-    (The cache only holds trainable leaf weights; keep frozen models in bf16 when they decode under autocast.)
+    Autocast only caches leaf tensors that require grad, so frozen fp32 weights (a teacher, an evaluated
+    model) are flagged ``requires_grad`` for the duration: decoding runs under ``no_grad``, so no graph or
+    gradient is ever made, and the flags are restored afterwards.
     """
     if not torch.is_autocast_enabled(device_type):
         yield
         return
-    with torch.autocast(device_type, dtype=torch.get_autocast_dtype(device_type), cache_enabled=True):
-        try:
+    frozen = [p for p in model.parameters() if not p.requires_grad and p.dtype == torch.float32]
+    for p in frozen:
+        p.requires_grad_(True)
+    try:
+        with torch.autocast(device_type, dtype=torch.get_autocast_dtype(device_type), cache_enabled=True):
             yield
-        finally:
-            torch.clear_autocast_cache()
+    finally:
+        torch.clear_autocast_cache()
+        for p in frozen:
+            p.requires_grad_(False)
 
 
 def _generate(

@@ -275,3 +275,16 @@ def test_sampling_draws_from_the_tempered_distribution():
     expected = (logits[0].double() / 1.5).softmax(-1)
     assert torch.allclose(freq, expected, atol=0.01), (freq, expected)
     assert freq[4] == 0
+
+
+def test_autocast_decoding_restores_frozen_flags_and_matches(model):
+    """Under bf16 autocast the decode loop turns on the weight-cast cache (frozen weights included, flags
+    restored); the tokens equal decoding under a plain autocast context."""
+    frozen = copy.deepcopy(model).requires_grad_(False)
+    cfg = SamplingConfig(max_new_tokens=5, temperature=0.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+        cached = generate(frozen, PROMPTS, cfg, eos_token_ids=[], pad_token_id=PAD)
+    assert not any(p.requires_grad for p in frozen.parameters())
+    with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+        plain = gen._generate(frozen, PROMPTS, cfg, [], PAD, None, None, True, False, 8, torch.device("cpu"))
+    assert torch.equal(cached.completion_ids, plain.completion_ids)
