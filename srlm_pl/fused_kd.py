@@ -88,7 +88,8 @@ class _FusedKD(torch.autograd.Function):
             grad.mul_(alpha).add_(g_kd, alpha=1 - alpha).mul_(valid[:, None] / n_tokens)
             grad_mm = grad.to(mm_dtype)
             grad_h[sl] = (grad_mm @ w).float()
-            grad_w[:vocab] += (grad_mm.T @ h).float()
+            # float32 addmm in place: no [V, H] temporaries, and faster on CPU than bf16 + cast + add
+            grad_w[:vocab].addmm_(grad.T, h.float())
         ctx.save_for_backward(grad_h, grad_w)
         ctx.dtypes = (s_hidden.dtype, s_weight.dtype)
         ctx.mark_non_differentiable(kd_sum, ce_sum)

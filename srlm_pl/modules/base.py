@@ -133,6 +133,12 @@ class PostTrainingModule(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer, max(1, total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """Step, then free the gradients at once (Lightning would free them only after the next forward)."""
+        super().optimizer_step(*args, **kwargs)
+        for optimizer in self.trainer.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+
     def global_sum(self, value: Tensor) -> Tensor:
         """Sum of a (detached) tensor over all processes (itself with one process)."""
         value = value.detach().clone().float()

@@ -294,7 +294,6 @@ class GRPOModule(PostTrainingModule):
                     aggregation=self.loss_aggregation, max_completion_length=self.sampling.max_new_tokens,
                     num_global_tokens=global_tokens / self.num_minibatches, entropy=entropy,
                     entropy_coef=self.entropy_coef)
-                opt.zero_grad()
                 self.manual_backward(loss)
                 norm = self.grad_norm()
                 if norm is not None:
@@ -302,6 +301,7 @@ class GRPOModule(PostTrainingModule):
                 if self.max_grad_norm is not None:
                     self.clip_gradients(opt, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
                 opt.step()
+                opt.zero_grad(set_to_none=True)  # free the gradients before the next forward or rollout
                 sched.step()
                 steps += 1
                 for k, v in metrics.items():
