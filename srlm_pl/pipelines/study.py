@@ -44,8 +44,8 @@ class StudyConfig:
     sft_steps: int = 600
     lora_steps: int = 600
     kd_steps: int = 300
-    grpo_steps: int = 40
-    grpo_batches: int = 60
+    grpo_steps: int = 240
+    grpo_batches: int = 300
     teacher_steps: int = 600
     eval_problems: int = 200
     eval_seed: int = 3
@@ -70,7 +70,7 @@ class StudyConfig:
 # model (full SFT as the paper's 4e-5 scaled down for short CPU runs, GRPO as the TRL anchor's learning attempt) and a
 # completion budget for its verbose answers.
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "tiny": {"max_new_tokens": 40, "sft_lr": 3e-3, "lora_lr": 1e-2, "kd_lr": 2e-3, "grpo_lr": 5e-4},
+    "tiny": {"max_new_tokens": 40, "sft_lr": 3e-3, "lora_lr": 1e-2, "kd_lr": 2e-3, "grpo_lr": 5e-5},
     "smollm2": {"max_new_tokens": 160, "sft_lr": 2e-5, "lora_lr": 2e-4, "kd_lr": 2e-5, "grpo_lr": 1e-5},
 }
 
