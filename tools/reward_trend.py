@@ -34,7 +34,7 @@ def column(rows: list[dict[str, str]], name: str) -> list[tuple[int, float]]:
 def trend(rows: list[dict[str, str]], windows: int) -> dict[str, Any]:
     reward, acc = column(rows, "reward/mean"), column(rows, "train/accuracy")
     if not reward:
-        raise ValueError("the log has no reward/mean column: is this a GRPO run?")
+        raise ValueError("no reward/mean values yet (a GRPO run? the CSV logger writes every 100 steps by default)")
     size = max(1, len(reward) // windows)
     out: dict[str, Any] = {"steps": len(reward), "windows": []}
     for i in range(0, len(reward) - size + 1, size):
@@ -57,7 +57,10 @@ def main() -> None:
     a = ap.parse_args()
     path = metrics_file(a.run)
     with path.open() as f:
-        result = trend(list(csv.DictReader(f)), a.windows)
+        try:
+            result = trend(list(csv.DictReader(f)), a.windows)
+        except ValueError as err:
+            sys.exit(f"{path}: {err}")
     if a.json:
         print(json.dumps(result))
         return
