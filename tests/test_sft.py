@@ -57,6 +57,16 @@ def test_fit_exports_a_loadable_model_and_logs(tmp_path) -> None:
     assert logged(tmp_path, "data/train_rows")[0] == 40
 
 
+def test_gradients_are_freed_right_after_each_optimizer_step(tmp_path) -> None:
+    """Memory: no step's gradients survive into the next forward (Lightning alone frees them only before the
+    next backward)."""
+    cli = fit(sft_config(tmp_path, max_steps=3, every=None,
+                         extra_callbacks=[{"class_path": "grad_probe.GradProbe"}]))
+    probe = next(c for c in cli.trainer.callbacks if type(c).__name__ == "GradProbe")
+    assert probe.before_step == [True, True, True]
+    assert probe.after_batch == [False, False, False]
+
+
 def test_resume_after_a_crash_continues_the_same_trajectory(tmp_path) -> None:
     """Crash at step 9 (last checkpoint at step 8); resume with --ckpt_path last; the losses of steps 8-13,
     which cross the epoch boundary at step 10, equal those of an uninterrupted run."""
