@@ -105,6 +105,20 @@ def test_kl_and_clipping_are_logged_with_mu2_and_beta(tmp_path) -> None:
     assert logged(tmp_path, "train/clip_frac")
 
 
+def test_bf16_mixed_with_a_fused_optimizer_clips_gradients(tmp_path) -> None:
+    """Lightning's clip_gradients refuses fused optimizers under mixed precision; GRPO clips itself there."""
+    cli = fit(grpo_config(tmp_path, max_steps=2, max_grad_norm=0.01,
+                          optimizer={"class_path": "srlm_pl.optim.AdamW", "init_args": {"lr": 1e-2, "fused": True}},
+                          extra_callbacks=[{"class_path": "grad_probe.GradProbe"}]),
+              "--trainer.precision", "bf16-mixed")
+    probe = next(c for c in cli.trainer.callbacks if type(c).__name__ == "GradProbe")
+    before_clipping = logged(tmp_path, "train/grad_norm")
+    assert cli.trainer.global_step == 2 and len(probe.norms) == 2
+    assert all(v > 0.01 for v in before_clipping.values()), before_clipping
+    assert all(0 < n <= 0.01 * (1 + 1e-4) for n in probe.norms), probe.norms
+    assert probe.after_batch and not any(probe.after_batch)  # freed right after each step
+
+
 def test_lora_reference_logprobs_equal_the_base_model() -> None:
     module = GRPOModule(policy=ModelSpec(tiny=TinyConfig(**SMALL_TINY), lora=LoRAConfig(r=4, alpha=8, dropout=0.0)),
                         beta=0.1, rewards=[])

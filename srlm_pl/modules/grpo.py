@@ -299,7 +299,7 @@ class GRPOModule(PostTrainingModule):
                 if norm is not None:
                     metrics["grad_norm"] = norm
                 if self.max_grad_norm is not None:
-                    self.clip_gradients(opt, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
+                    self.clip_grad_norm(opt)
                 opt.step()
                 opt.zero_grad(set_to_none=True)  # free the gradients before the next forward or rollout
                 sched.step()
@@ -327,6 +327,17 @@ class GRPOModule(PostTrainingModule):
             return 0.0
         norm = torch.nn.utils.get_total_norm(grads)
         return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
+    def clip_grad_norm(self, opt: torch.optim.Optimizer) -> None:
+        """Clip to ``max_grad_norm``. Lightning's ``clip_gradients`` is needed for FSDP v1 (flat shards) and fp16
+        loss scaling, and refuses fused optimizers under mixed precision even with bf16, where no gradient is
+        scaled; everywhere else ``torch.nn.utils.clip_grad_norm_`` does it (DTensor-aware under FSDP2)."""
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        if isinstance(self.trainer.strategy, FSDPStrategy) or getattr(self.trainer.precision_plugin, "scaler", None):
+            self.clip_gradients(opt, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
+        else:
+            torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), self.max_grad_norm)
 
     def global_token_count(self, mask: Tensor) -> float:
         """Completion tokens in the global batch, divided by the world size (DDP averages gradients)."""
