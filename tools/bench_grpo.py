@@ -74,6 +74,7 @@ def worker(a: argparse.Namespace) -> None:
     module = GRPOModule(policy=spec, rewards=[AccuracyReward()], num_generations=a.group,
                         max_new_tokens=a.new_tokens, temperature=1.0, beta=0.0, loss_aggregation="dapo",
                         drop_zero_variance=False, skip_zero_gradient_steps=False, loss_chunk_size=a.chunk,
+                        share_prompt_forward=not a.no_share_prompt,
                         optimizer=lambda p: AdamW(p, lr=1e-6, fused=True),
                         scheduler=lambda o, n: WarmupConstant(o, n))
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,7 +113,7 @@ def measure(workload: str, impl: str, a: argparse.Namespace) -> dict[str, Any]:
                 "peak_rss_gib": out["peak_rss_gib"]}
     cmd = [sys.executable, __file__, "--worker", "--workload", workload, "--steps", str(a.steps),
            "--prompts", str(a.prompts), "--group", str(a.group), "--new_tokens", str(a.new_tokens),
-           "--chunk", str(a.chunk)]
+           "--chunk", str(a.chunk), *(["--no_share_prompt"] if a.no_share_prompt else [])]
     return bc.run_json(cmd)
 
 
@@ -125,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--group", type=int, default=4)
     ap.add_argument("--new_tokens", type=int, default=128)
     ap.add_argument("--chunk", type=int, default=1024)
+    ap.add_argument("--no_share_prompt", action="store_true",
+                    help="training forward over prompt + completion per row (the before of share_prompt_forward)")
     ap.add_argument("--learn", action="store_true", help="run the SmolLM2 learning experiment instead")
     ap.add_argument("--minutes", type=float, default=20.0, help="learning run time budget")
     ap.add_argument("--json", help="also write the rows here")

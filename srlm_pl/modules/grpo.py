@@ -78,6 +78,7 @@ class GRPOModule(PostTrainingModule):
         scheduler: SchedulerCallable = WarmupConstant,
         val_generation: ValGeneration | None = None,
         loss_chunk_size: int = 1024,
+        share_prompt_forward: bool = True,
         seed: int = 0,
     ) -> None:
         """
@@ -116,6 +117,9 @@ class GRPOModule(PostTrainingModule):
             scheduler: schedule taking ``(optimizer, total_steps)`` (default: warmup then constant).
             val_generation: greedy validation accuracy on ``data.val`` prompts.
             loss_chunk_size: positions per chunk of the LM head (memory vs speed).
+            share_prompt_forward: in the log-prob forwards, run each distinct prompt once and reuse its KV cache
+                for its G completions (same values and gradients; the prompt costs 1/G). Off with gradient
+                checkpointing, which disables the cache.
             seed: seeds sampling (per prompt and step), minibatch order and prompt refills.
         """
         super().__init__(policy, optimizer, scheduler, val_generation, loss_chunk_size)
@@ -148,6 +152,7 @@ class GRPOModule(PostTrainingModule):
         self.drop_zero_variance, self.skip_zero_gradient_steps = drop_zero_variance, skip_zero_gradient_steps
         self.mask_truncated, self.entropy_coef = mask_truncated, entropy_coef
         self.reward_fallback, self.max_grad_norm, self.seed = reward_fallback, max_grad_norm, seed
+        self.share_prompt_forward = share_prompt_forward
         self.buffer = RolloutBuffer()
         self._reference: list[torch.nn.Module] = []  # not a submodule: never in the checkpoint
         self.skipped_steps = 0
@@ -313,7 +318,8 @@ class GRPOModule(PostTrainingModule):
     def logprobs(self, model: torch.nn.Module, r: Rollout, with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
         return completion_logprobs(model, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask,
                                    temperature=self.sampling.temperature, chunk_size=self.loss_chunk_size,
-                                   vocab_size=len(self.tokenizer), with_entropy=with_entropy)
+                                   vocab_size=len(self.tokenizer), with_entropy=with_entropy,
+                                   share_prompt=self.share_prompt_forward)
 
     def grad_norm(self) -> float | None:
         """Total gradient norm before clipping (DTensor-aware); ``None`` under FSDP v1, whose flat-parameter
