@@ -28,6 +28,8 @@ from torch import Tensor, nn
 
 from srlm_pl.linear_ce import _matmul_dtype, applies
 
+TAIL = 32  # the last chunk's row count is rounded up to a multiple of this
+
 
 def _kd_value_and_grad(z_s: Tensor, z_t: Tensor, beta: float, tau: float) -> tuple[Tensor, Tensor]:
     """Per-token ``τ² · JSD_β`` and its gradient w.r.t. the student logits (float32 ``[n, V]``)."""
@@ -64,6 +66,14 @@ class _FusedKD(torch.autograd.Function):
              targets: Tensor, *, beta: float, tau: float, alpha: float, chunk: int, vocab: int, ignore: int,
              mm_dtype: torch.dtype, t_dtype: torch.dtype | None) -> Tensor:
         w = s_weight[:vocab].to(mm_dtype)  # [V, H]
+        n_rows = s_hidden.shape[0]
+        # pad the positions to a multiple of min(chunk, TAIL) (ignored targets): the last chunk then comes in a
+        # few shapes, not one per token count, so the CPU matmul primitive cache does not grow every step
+        extra = (-n_rows) % min(chunk, TAIL)
+        if extra:
+            s_hidden = torch.cat([s_hidden, s_hidden.new_zeros(extra, s_hidden.shape[1])])
+            t_hidden = torch.cat([t_hidden, t_hidden.new_zeros(extra, t_hidden.shape[1])])
+            targets = torch.cat([targets, targets.new_full((extra,), ignore)])
         valid_all = targets != ignore
         n_tokens = float(valid_all.sum().clamp(min=1))
         grad_h = torch.zeros_like(s_hidden, dtype=torch.float32)
@@ -90,7 +100,7 @@ class _FusedKD(torch.autograd.Function):
             grad_h[sl] = (grad_mm @ w).float()
             # float32 addmm in place: no [V, H] temporaries, and faster on CPU than bf16 + cast + add
             grad_w[:vocab].addmm_(grad.T, h.float())
-        ctx.save_for_backward(grad_h, grad_w)
+        ctx.save_for_backward(grad_h[:n_rows], grad_w)
         ctx.dtypes = (s_hidden.dtype, s_weight.dtype)
         ctx.mark_non_differentiable(kd_sum, ce_sum)
         return (alpha * ce_sum + (1 - alpha) * kd_sum) / n_tokens, kd_sum, ce_sum

@@ -27,16 +27,18 @@ def prompts_from_batch(batch: dict[str, Any]) -> list[list[int]]:
     return [row[:n].tolist() for row, n in zip(batch["input_ids"], batch["prompt_len"].tolist(), strict=True)]
 
 
-def batch_from_generation(out: GenerationOutput, pad_token_id: int, device: torch.device | None = None
-                          ) -> dict[str, Any]:
-    """Right-padded SFT-style batch of prompt + sampled completion per generated row."""
+def batch_from_generation(out: GenerationOutput, pad_token_id: int, device: torch.device | None = None,
+                          pad_to_multiple_of: int = 1) -> dict[str, Any]:
+    """Right-padded SFT-style batch of prompt + sampled completion per generated row, its width rounded up
+    to a multiple of ``pad_to_multiple_of`` (padding is masked and carries no label)."""
     examples = []
     for p_ids, p_mask, c_ids, n in zip(out.prompt_ids.tolist(), out.prompt_mask.tolist(),
                                        out.completion_ids.tolist(), out.lengths.tolist(), strict=True):
         prompt = [t for t, m in zip(p_ids, p_mask, strict=True) if m]
         examples.append({"input_ids": prompt + c_ids[:n], "prompt_len": len(prompt)})
     width = max(len(e["input_ids"]) for e in examples)
-    batch = PadCollator(pad_token_id, width)(examples)
+    width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+    batch = PadCollator(pad_token_id, width, pad_to_multiple_of)(examples)
     if device is not None:
         batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
     return batch

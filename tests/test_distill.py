@@ -245,3 +245,35 @@ def test_4bit_teacher_gives_nearly_the_same_loss(teacher_dir):
     loss.backward()
     assert abs(loss.item() - reference_loss.item()) < 0.05 * reference_loss.item()
     assert all(p.grad is not None for p in quant.model.parameters())
+
+
+def test_length_bucketing_pads_sampled_batches_without_changing_loss_or_gradients(teacher_dir):
+    module = make_module(teacher_dir, seq_kd=True, length_multiple=32)
+    module.configure_model()
+    batch = val_batch(teacher_dir)
+    source, seed = module.next_source()
+    bucketed = module.sample_completions(batch, source, seed)
+    module.length_multiple = 1
+    exact = module.sample_completions(batch, source, seed)
+    width = exact["input_ids"].shape[1]
+    assert bucketed["input_ids"].shape[1] == -(-width // 32) * 32 > width
+    assert torch.equal(bucketed["input_ids"][:, :width], exact["input_ids"])
+    assert (bucketed["attention_mask"][:, width:] == 0).all() and (bucketed["labels"][:, width:] == -100).all()
+    assert bucketed["num_tokens"] == exact["num_tokens"]
+    results = []
+    for b in (exact, bucketed):
+        module.model.zero_grad(set_to_none=True)
+        loss, metrics = module.kd_loss(b)
+        loss.backward()
+        results.append((loss.detach(), metrics["n_tokens"],
+                        {n: p.grad.clone() for n, p in module.model.named_parameters() if p.grad is not None}))
+    (l1, n1, g1), (l2, n2, g2) = results
+    assert n1 == n2 and torch.allclose(l1, l2, rtol=1e-5, atol=1e-6)
+    assert g1.keys() == g2.keys() and len(g1) > 0
+    for name in g1:
+        torch.testing.assert_close(g2[name], g1[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_length_multiple_must_be_positive(teacher_dir):
+    with pytest.raises(ValueError, match="model.init_args.length_multiple must be >= 1"):
+        make_module(teacher_dir, length_multiple=0)

@@ -8,16 +8,17 @@ from srlm_pl.losses import chunked_kd_loss
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
-@pytest.mark.parametrize("temperature, alpha", [(1.0, 0.0), (2.0, 0.3), (0.7, 1.0)])
-def test_fused_matches_generic(beta: float, temperature: float, alpha: float) -> None:
+@pytest.mark.parametrize("temperature, alpha, n", [(1.0, 0.0, 13), (2.0, 0.3, 13), (0.7, 1.0, 13), (1.0, 0.3, 70)])
+def test_fused_matches_generic(beta: float, temperature: float, alpha: float, n: int) -> None:
+    """n = 13, chunk 4: the tail is padded to a multiple of 4; n = 70: the positions are padded to 96 (TAIL 32)."""
     torch.manual_seed(0)
-    n, hs, ht, v_rows, vocab = 13, 8, 12, 29, 25
+    hs, ht, v_rows, vocab = 8, 12, 29, 25
     student, teacher = nn.Linear(hs, v_rows, bias=False), nn.Linear(ht, v_rows + 3, bias=False)
     s_h = torch.randn(n, hs, requires_grad=True)
     t_h = torch.randn(n, ht)
     targets = torch.randint(0, vocab, (n,))
     targets[[1, 7]] = -100
-    kw = dict(beta=beta, temperature=temperature, alpha=alpha, chunk_size=4, vocab_size=vocab)
+    kw = dict(beta=beta, temperature=temperature, alpha=alpha, chunk_size=4 if n < 32 else 48, vocab_size=vocab)
     fused, m_fused = chunked_kd_loss(s_h, t_h, student, teacher, targets, **kw)  # plain Linear: fused path
     (3.0 * fused).backward()
     g_h, g_w = s_h.grad.clone(), student.weight.grad.clone()

@@ -114,14 +114,18 @@ class PadCollator:
     """Right-padded batches: ``input_ids``, ``attention_mask``, ``labels``, ``position_ids``, ``prompt_len``.
 
     Metadata (``id``, ``answer``) passes through as lists for generation-based validation.
+    ``pad_to_multiple_of`` rounds the width up (at most to ``max_length``): fewer distinct shapes.
     """
 
-    def __init__(self, pad_token_id: int, max_length: int) -> None:
-        self.pad, self.max_length = pad_token_id, max_length
+    def __init__(self, pad_token_id: int, max_length: int, pad_to_multiple_of: int = 1) -> None:
+        if pad_to_multiple_of < 1:
+            raise ValueError(f"pad_to_multiple_of must be >= 1, got {pad_to_multiple_of}")
+        self.pad, self.max_length, self.multiple = pad_token_id, max_length, pad_to_multiple_of
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         seqs = [e["input_ids"][: self.max_length] for e in examples]
         width = max(len(s) for s in seqs)
+        width = max(width, min(-(-width // self.multiple) * self.multiple, self.max_length))
         ids = torch.full((len(seqs), width), self.pad, dtype=torch.long)
         labels = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
