@@ -1,13 +1,15 @@
-"""GRPO learning run: SmolLM2-135M-Instruct on built-in one-step word problems (add/subtract up to 20), where
-it starts around 20-25% greedy accuracy with a ``\\boxed{}`` instruction and 128 new tokens; held-out accuracy
-before and after, wall time, reward curve. Called by ``tools/bench_grpo.py --learn``.
+"""GRPO learning run: SmolLM2-135M-Instruct on built-in one-step word problems (add/subtract up to 20), where it
+starts at 38% greedy accuracy (100-problem probe) when asked to "Solve the problem in one line. Put your final answer
+within \\boxed{}."; held-out accuracy before and after, wall time, reward curve. Called by
+``tools/bench_grpo.py --learn``.
 
 Held-out set: 200 built-in level-1 problems with seed 99 (training prompts use seed 11: a different stream).
-Evaluation: ``tools/evaluate.py`` (greedy, 128 new tokens: the training budget, bf16 autocast). At 256 tokens
-the base model scores lower (12%): it keeps writing numbers after its answer. Training: ``python -m srlm_pl
-fit`` with ``GRPOModule`` (G = 8, 4 prompts per step, 128 new tokens, temperature 0.7, beta 0, DAPO,
-clip-higher, dynamic sampling with one refill round, lr 2e-5 constant after 2 warm-up steps) for ``--minutes``
-of wall time (``trainer.max_time``).
+Evaluation: ``tools/evaluate.py`` (greedy, 128 new tokens, bf16 autocast). Training: ``python -m srlm_pl fit`` with
+``GRPOModule`` (G = 8, 8 prompts per step, 128 new tokens, temperature 1.0, beta 0, DAPO, clip-higher, dynamic
+sampling with one refill round, lr 1e-5 constant after 3 warm-up steps) for ``--minutes`` of wall time
+(``trainer.max_time``). Probes of other prompts on the same model (100 problems, greedy, 128 tokens): the
+step-by-step ``\\boxed{}`` instruction 12.5% (200 problems; long answers that keep computing after the right
+number), "The answer is N" 4%, SVAMP with the ``\\boxed{}`` instruction 6% (50 problems).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
 
-INSTRUCTION = "Solve the problem. Put your final answer within \\boxed{}."
+INSTRUCTION = "Solve the problem in one line. Put your final answer within \\boxed{}."
 HELD_OUT = ["--dataset", "builtin", "--builtin_level", "1", "--builtin_num", "200", "--builtin_seed", "99"]
 
 
@@ -47,22 +49,22 @@ def grpo_config(root: Path, minutes: float) -> Path:
                     "limit_val_batches": 0, "num_sanity_val_steps": 0, "default_root_dir": str(root),
                     "enable_progress_bar": False,
                     "callbacks": [{"class_path": "srlm_pl.callbacks.Checkpoint",
-                                   "init_args": {"every_n_train_steps": 10}},
+                                   "init_args": {"every_n_train_steps": 50}},
                                   {"class_path": "srlm_pl.HFExport", "init_args": {}},
                                   {"class_path": "srlm_pl.callbacks.SampleLogger",
                                    "init_args": {"every_n_steps": 5}}]},
         "model": {"class_path": "srlm_pl.GRPOModule", "init_args": {
             "policy": {"name_or_path": str(bc.SMOLLM2)},
             "rewards": [{"class_path": "srlm_pl.verifiers.AccuracyReward"}],
-            "num_generations": 8, "max_new_tokens": 128, "temperature": 0.7, "beta": 0.0,
+            "num_generations": 8, "max_new_tokens": 128, "temperature": 1.0, "beta": 0.0,
             "eps_low": 0.2, "eps_high": 0.28, "loss_aggregation": "dapo", "dynamic_sampling": True,
             "max_refill_rounds": 1,
-            "optimizer": {"class_path": "srlm_pl.optim.AdamW", "init_args": {"lr": 2e-5}},
-            "scheduler": {"class_path": "srlm_pl.optim.WarmupConstant", "init_args": {"warmup": 2}}}},
+            "optimizer": {"class_path": "srlm_pl.optim.AdamW", "init_args": {"lr": 1e-5}},
+            "scheduler": {"class_path": "srlm_pl.optim.WarmupConstant", "init_args": {"warmup": 3}}}},
         "data": {"class_path": "srlm_pl.PromptDataModule", "init_args": {
             "train": {"path": "builtin", "builtin": {"level": 1, "num_problems": 4000, "seed": 11}},
             "template": {"style": "chat", "instruction": INSTRUCTION},
-            "batch_size": 4, "max_length": 256}},
+            "batch_size": 8, "max_length": 256}},
     }
     root.mkdir(parents=True, exist_ok=True)
     path = root / "grpo_learn.yaml"

@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--builtin_level", type=int, default=1, help="built-in problems: difficulty 1-4")
     p.add_argument("--builtin_num", type=int, default=200, help="built-in problems: how many")
     p.add_argument("--builtin_seed", type=int, default=3, help="built-in problems: seed (training configs use 1, 2)")
+    p.add_argument("--builtin_max_value", type=int, help="built-in problems: largest operand (default: the level's)")
     p.add_argument("--builtin_style", choices=("story", "bare"), default="story",
                    help="built-in problems: word problems (story) or bare expressions ('What is 12 + 7?')")
     p.add_argument("--n", type=int, default=1, help="samples per problem")
@@ -72,7 +73,7 @@ def config_from_args(a: argparse.Namespace) -> EvalConfig:
     return EvalConfig(
         model=a.model, dataset=a.dataset, data_file=a.data_file, data_root=a.data_root, split=a.split, limit=a.limit,
         builtin=BuiltinProblems(level=a.builtin_level, num_problems=a.builtin_num, seed=a.builtin_seed,
-                                style=a.builtin_style),
+                                max_value=a.builtin_max_value, style=a.builtin_style),
         gguf_file=a.gguf_file, run_config=a.run_config, n=a.n, k=a.k, temperature=a.temperature, top_p=a.top_p,
         top_k=a.top_k, max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, prompt_style=a.prompt_style,
         system_prompt=a.system_prompt, instruction=a.instruction, user_template=a.user_template,
