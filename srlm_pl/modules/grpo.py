@@ -300,11 +300,9 @@ class GRPOModule(PostTrainingModule):
                     num_global_tokens=global_tokens / self.num_minibatches, entropy=entropy,
                     entropy_coef=self.entropy_coef)
                 self.manual_backward(loss)
-                norm = self.grad_norm()
+                norm = self.clip_grad_norm(opt) if self.max_grad_norm is not None else self.grad_norm()
                 if norm is not None:
                     metrics["grad_norm"] = norm
-                if self.max_grad_norm is not None:
-                    self.clip_grad_norm(opt)
                 opt.step()
                 opt.zero_grad(set_to_none=True)  # free the gradients before the next forward or rollout
                 sched.step()
@@ -334,16 +332,22 @@ class GRPOModule(PostTrainingModule):
         norm = torch.nn.utils.get_total_norm(grads)
         return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
-    def clip_grad_norm(self, opt: torch.optim.Optimizer) -> None:
-        """Clip to ``max_grad_norm``. Lightning's ``clip_gradients`` is needed for FSDP v1 (flat shards) and fp16
-        loss scaling, and refuses fused optimizers under mixed precision even with bf16, where no gradient is
-        scaled; everywhere else ``torch.nn.utils.clip_grad_norm_`` does it (DTensor-aware under FSDP2)."""
+    def clip_grad_norm(self, opt: torch.optim.Optimizer) -> float | None:
+        """Clip to ``max_grad_norm`` and return the norm before clipping (as ``grad_norm``). Lightning's
+        ``clip_gradients`` is needed for FSDP v1 (flat shards) and fp16 loss scaling, and refuses fused optimizers
+        under mixed precision even with bf16, where no gradient is scaled; everywhere else
+        ``torch.nn.utils.clip_grad_norm_`` does it (DTensor-aware under FSDP2) and its norm is reused."""
         from lightning.pytorch.strategies import FSDPStrategy
 
         if isinstance(self.trainer.strategy, FSDPStrategy) or getattr(self.trainer.precision_plugin, "scaler", None):
+            norm = self.grad_norm()  # None under FSDP v1
             self.clip_gradients(opt, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
-        else:
-            torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), self.max_grad_norm)
+            return norm
+        params = [p for p in self.trainable_parameters() if p.grad is not None]
+        if not params:
+            return 0.0
+        norm = torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+        return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
     def global_token_count(self, mask: Tensor) -> float:
         """Completion tokens in the global batch, divided by the world size (DDP averages gradients)."""
