@@ -7,9 +7,12 @@ the N = B * G rows are grouped per prompt: rows ``i*G .. i*G+G-1`` belong to pro
 It then decodes one token per step with the cache, a growing attention mask and per-row position ids.
 
 Sampling follows the usual HF / vLLM order: logits / temperature -> top-k -> top-p (nucleus: the smallest set
-of most-likely tokens whose probability mass reaches ``top_p``) -> an exact categorical draw (the exponential
-race ``argmax p / E``) with the caller's generator (same seed, same device and same inputs -> same
-samples). ``temperature == 0`` is greedy argmax.
+of most-likely tokens whose probability mass reaches ``top_p``) -> an exact categorical draw (inverse CDF, one
+uniform per row) with the caller's generator (same seed, same device and same inputs -> same samples).
+``temperature == 0`` is greedy argmax.
+
+Decoding steps run through ``fast_decode.LeanDecoder`` when it supports the model (Llama-family decoders,
+plain or LoRA; ``lean=False`` or an unsupported model uses the HF forward with its own cache).
 
 A row stops at the first token in ``eos_token_ids`` (the EOS token is kept and masked 1) or when the decoded
 tail of its completion contains one of ``stop_strings`` (the token that completed the string is kept; text
@@ -29,6 +32,8 @@ from typing import Any, NamedTuple
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+from srlm_pl.fast_decode import LeanDecoder
 
 
 @dataclass
@@ -123,11 +128,15 @@ def sample_next_token(logits: Tensor, config: SamplingConfig, generator: Generat
 
 
 def _race(probs: Tensor, generator: torch.Generator | None) -> Tensor:
-    """One draw per row from ``probs[N, V]``: argmax of ``p / E`` with ``E ~ Exp(1)`` is an exact categorical
-    sample (the exponential race, as in vLLM). ``tools/bench_generation.py`` measured it at par with
-    ``torch.multinomial`` on CPU (1.1x its time at [16, 49152] and [16, 151936])."""
-    noise = torch.empty_like(probs).exponential_(1.0, generator=generator)
-    return (probs / noise).argmax(-1)
+    """One exact categorical draw per row from ``probs[N, V]`` by inverse CDF: the first token whose float64
+    cumulative mass exceeds ``u * total`` with one ``u ~ U[0, 1)`` per row. Tokens of zero probability are never
+    drawn (their cumulative mass equals their predecessor's). One uniform per row instead of V exponentials
+    (the exponential race): ``tools/bench_generation.py`` measured the race at 11 ms of a 61 ms SmolLM2 decode
+    step for 16 rows (see the README's performance section)."""
+    cdf = probs.double().cumsum(-1)  # [N, V]
+    u = torch.rand((probs.shape[0], 1), generator=generator, dtype=torch.float64, device=probs.device)
+    index = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)  # [N, 1]
+    return index.squeeze(-1).clamp_(max=probs.shape[-1] - 1)
 
 
 def _forward_params(model: nn.Module) -> set[str]:
@@ -185,6 +194,7 @@ def generate(
     use_cache: bool = True,
     sync_ranks: bool = False,
     stop_string_window: int | None = None,
+    lean: bool = True,
 ) -> GenerationOutput:
     """Sample ``config.num_samples`` completions for each prompt (see the module docstring).
 
@@ -195,6 +205,7 @@ def generate(
     ``decode`` is required with ``stop_strings``; it is applied to the last ``stop_string_window`` tokens of
     each running completion (default: longest stop string length + 8 tokens). ``generator`` must live on the
     model's device. ``use_cache=False`` recomputes the full sequence every step (reference path for tests).
+    ``lean=False`` decodes with the model's own forward and cache instead of ``fast_decode.LeanDecoder``.
     ``completion_ids`` is trimmed to the longest completion.
     """
     if not prompts or any(len(p) == 0 for p in prompts):
@@ -215,7 +226,7 @@ def generate(
         with _cached_autocast(device.type, model):
             return _generate(
                 model, prompts, config, eos_token_ids, pad_token_id, decode, generator, use_cache, sync_ranks,
-                stop_string_window, device,
+                stop_string_window, device, lean,
             )  # fmt: skip
     finally:
         for module, training in modes.items():
@@ -259,6 +270,7 @@ def _generate(
     sync_ranks: bool,
     window: int,
     device: torch.device,
+    lean: bool = False,
 ) -> GenerationOutput:
     group, max_new = config.num_samples, config.max_new_tokens
     params = _forward_params(model)
@@ -277,16 +289,23 @@ def _generate(
     attn = mask_n  # [N, P + t]
 
     cache: Any = None
+    decoder = LeanDecoder.build(model, n_rows) if use_cache and lean else None
     if use_cache:
         out = model(
             input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=_positions(prompt_mask),
             use_cache=True, **keep,
         )  # fmt: skip
         cache, logits = _out_cache(out), out.logits[:, -1]  # [B, V]
-        if group > 1 and hasattr(cache, "batch_repeat_interleave"):
+        if decoder is not None and decoder.load_cache(cache, group, prompt_ids.shape[1] + max_new):
+            cache = None  # decoding continues in the lean decoder's buffers (prompt caches repeated G times)
+            torch.clear_autocast_cache()  # the prefill's bf16 weight casts: the decoder holds its own
+            logits = logits.repeat_interleave(group, 0)  # [N, V]
+        elif group > 1 and hasattr(cache, "batch_repeat_interleave"):
+            decoder = None
             cache.batch_repeat_interleave(group)
             logits = logits.repeat_interleave(group, 0)  # [N, V]
         elif group > 1:  # cache type without batch expansion: prefill the repeated prompts instead
+            decoder = None
             out = model(
                 input_ids=ids_n,
                 attention_mask=mask_n,
@@ -295,6 +314,8 @@ def _generate(
                 **keep,
             )
             cache, logits = _out_cache(out), out.logits[:, -1]
+        else:
+            decoder = None
     else:
         out = model(
             input_ids=ids_n, attention_mask=mask_n, position_ids=_positions(mask_n), use_cache=False, **keep
@@ -315,6 +336,10 @@ def _generate(
         if step == max_new - 1 or not _any_running(running, sync_ranks):
             break
         attn = torch.cat([attn, attn.new_ones(n_rows, 1)], dim=1)
+        if decoder is not None:
+            logits = decoder.step(token, next_pos, attn)
+            next_pos = next_pos + 1
+            continue
         if use_cache:
             out = model(
                 input_ids=token[:, None], attention_mask=attn, position_ids=next_pos[:, None],

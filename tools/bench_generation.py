@@ -1,10 +1,14 @@
 """Before/after of the generation optimisations that GRPO and on-policy distillation rely on, in one process:
 
-1. sampling a token: ``torch.multinomial`` against the exponential race (``argmax(p / E)``, E ~ Exp(1)) that
-   ``srlm_pl.generation`` uses, on ``[rows, vocab]`` probabilities (both are exact categorical draws);
-2. decoding: ``generate(..., use_cache=False)`` (recompute the whole sequence every step) against the default
-   (prefill once, one KV cache for the batch, one new token per step), SmolLM2-135M-Instruct under bf16
-   autocast with fp32 weights, GSM8K-length prompts; both are greedy so they must produce the same tokens.
+1. sampling a token from ``[rows, vocab]`` probabilities: ``torch.multinomial``, the exponential race
+   (``argmax(p / E)``, E ~ Exp(1); srlm_pl's earlier sampler) and the inverse CDF that ``srlm_pl.generation``
+   uses now (one uniform per row, float64 cumulative sums); all three are exact categorical draws;
+2. greedy decoding, SmolLM2-135M-Instruct under bf16 autocast with fp32 weights, GSM8K-length prompts:
+   ``use_cache=False`` (recompute the whole sequence every step), the HF forward with its KV cache
+   (``lean=False``), and the default (``fast_decode.LeanDecoder``: weights cast once, q/k/v and gate/up fused,
+   a static bf16 KV cache); the tokens of each path against the HF-cache path are reported (bf16 rounding
+   differs between paths, so they can part after a near-tie; the float32 tests assert equality);
+3. sampled decoding (T = 1, 4 prompts x G 4 unless changed: the GRPO benchmark's shape), HF cache vs lean.
 
     python tools/bench_generation.py                  # needs /tmp/probe/smollm2_hf (tools/bench_common.py)
     python tools/bench_generation.py --rows 16 --new_tokens 64 --json /tmp/bench/generation.json
@@ -24,6 +28,8 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
+
+from srlm_pl.generation import _race  # noqa: E402
 
 
 def best_of(fn: Any, repeats: int) -> float:
@@ -45,45 +51,71 @@ def bench_sampling(rows: int, vocab: int, repeats: int) -> list[dict[str, Any]]:
     def race() -> Tensor:
         return (probs / torch.empty_like(probs).exponential_(1.0, generator=g)).argmax(-1)
 
+    def inverse_cdf() -> Tensor:
+        return _race(probs, g)
+
     base = best_of(multinomial, repeats)
-    new = best_of(race, repeats)
-    return [{"bench": f"sample [{rows}, {vocab}]", "variant": "torch.multinomial", "ms": base * 1e3, "ratio": 1.0},
-            {"bench": f"sample [{rows}, {vocab}]", "variant": "exponential race", "ms": new * 1e3,
-             "ratio": new / base}]
+    out = [{"bench": f"sample [{rows}, {vocab}]", "variant": "torch.multinomial", "ms": base * 1e3, "ratio": 1.0}]
+    for name, fn in (("exponential race", race), ("inverse CDF (default)", inverse_cdf)):
+        t = best_of(fn, repeats)
+        out.append({"bench": f"sample [{rows}, {vocab}]", "variant": name, "ms": t * 1e3, "ratio": t / base})
+    return out
 
 
-def bench_decode(rows: int, new_tokens: int) -> list[dict[str, Any]]:
+def _prompts(tokenizer: Any, n: int) -> list[list[int]]:
+    path = bc.DATA / "gsm8k" / "train.jsonl"
+    questions = ([json.loads(line)["question"] for line in path.open()][:n] if path.is_file()
+                 else [f"Tom has {i} apples and buys 7 more. How many?" for i in range(n)])
+    return [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
+                                          tokenize=True, return_dict=False) for q in questions]
+
+
+def bench_decode(rows: int, new_tokens: int, prompts_sampled: int, group: int, skip_recompute: bool,
+                 repeats: int) -> list[dict[str, Any]]:
     from srlm_pl.generation import SamplingConfig, generate
     from srlm_pl.models import ModelSpec, load_model, load_tokenizer
 
     spec = ModelSpec(name_or_path=str(bc.SMOLLM2))
     tokenizer = load_tokenizer(spec)
-    model = load_model(spec, tokenizer, trainable=False)
-    questions = [json.loads(line)["question"] for line in (bc.DATA / "gsm8k" / "train.jsonl").open()][:rows] \
-        if (bc.DATA / "gsm8k" / "train.jsonl").is_file() else [f"Tom has {i} apples and buys 7 more. How many?"
-                                                               for i in range(rows)]
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
-                                             tokenize=True, return_dict=False) for q in questions]
-    config = SamplingConfig(max_new_tokens=new_tokens, temperature=0.0)
-    eos = [tokenizer.eos_token_id]
-    out: dict[bool, Any] = {}
-    seconds: dict[bool, float] = {}
-    for use_cache in (False, True):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            generate(model, prompts[:2], SamplingConfig(max_new_tokens=4, temperature=0.0), eos_token_ids=eos,
-                     pad_token_id=tokenizer.pad_token_id, use_cache=use_cache)  # warm-up
-            begin = time.perf_counter()
-            out[use_cache] = generate(model, prompts, config, eos_token_ids=eos, pad_token_id=tokenizer.pad_token_id,
-                                      use_cache=use_cache)
-            seconds[use_cache] = time.perf_counter() - begin
-    same = torch.equal(out[True].completion_ids, out[False].completion_ids)
-    tokens = int(out[True].completion_mask.sum())
-    bench = f"greedy decode SmolLM2 {rows} x {new_tokens} new"
-    return [{"bench": bench, "variant": "recompute (use_cache=False)", "s": seconds[False],
-             "tokens_per_s": tokens / seconds[False], "ratio": 1.0, "same_tokens": same},
-            {"bench": bench, "variant": "KV cache (default)", "s": seconds[True],
-             "tokens_per_s": tokens / seconds[True], "ratio": seconds[True] / seconds[False], "same_tokens": same}]
+    model = load_model(spec, tokenizer, trainable=True)  # fp32 weights that require grad, as in training
+    eos, pad = [tokenizer.eos_token_id], tokenizer.pad_token_id
+    out_rows: list[dict[str, Any]] = []
 
+    def timed(prompts: list[list[int]], config: SamplingConfig, seeds: bool, **kw: Any) -> tuple[float, Any]:
+        best, out = float("inf"), None
+        for _ in range(repeats):
+            gens = [torch.Generator().manual_seed(i) for i in range(len(prompts))] if seeds else None
+            with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):  # as Lightning's bf16-mixed
+                generate(model, prompts[:2], SamplingConfig(max_new_tokens=4, temperature=0.0), eos_token_ids=eos,
+                         pad_token_id=pad, **kw)  # warm-up
+                begin = time.perf_counter()
+                out = generate(model, prompts, config, eos_token_ids=eos, pad_token_id=pad, generator=gens, **kw)
+                best = min(best, time.perf_counter() - begin)
+        return best, out
+
+    greedy = SamplingConfig(max_new_tokens=new_tokens, temperature=0.0)
+    variants = [("HF forward + KV cache (lean=False)", {"lean": False}), ("lean decoder (default)", {"lean": True})]
+    if not skip_recompute:
+        variants.insert(0, ("recompute (use_cache=False)", {"use_cache": False}))
+    bench = f"greedy decode SmolLM2 {rows} x {new_tokens} new"
+    results = {name: timed(_prompts(tokenizer, rows), greedy, False, **kw) for name, kw in variants}
+    base_name = "HF forward + KV cache (lean=False)"
+    base_s, base_out = results[base_name]
+    for name, (s, out) in results.items():
+        tokens = int(out.completion_mask.sum())
+        same = (out.completion_ids.shape == base_out.completion_ids.shape
+                and float((out.completion_ids == base_out.completion_ids).float().mean()))
+        out_rows.append({"bench": bench, "variant": name, "s": s, "tokens_per_s": tokens / s, "ratio": s / base_s,
+                         "tokens_equal_to_hf_cache": same})
+    sampled = SamplingConfig(max_new_tokens=new_tokens, temperature=1.0, num_samples=group)
+    bench = f"sampled decode SmolLM2 {prompts_sampled} prompts x G {group} x {new_tokens} new, T 1"
+    prompts = _prompts(tokenizer, prompts_sampled)
+    results = {name: timed(prompts, sampled, True, **kw) for name, kw in variants[-2:]}
+    base_s = results[base_name][0]
+    for name, (s, out) in results.items():
+        out_rows.append({"bench": bench, "variant": name, "s": s, "tokens_per_s": int(out.completion_mask.sum()) / s,
+                         "ratio": s / base_s, "mean_length": float(out.lengths.float().mean())})
+    return out_rows
 
 
 def main() -> None:
@@ -91,7 +123,11 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=16, help="sequences (prompts x completions)")
     ap.add_argument("--vocab", type=int, default=49152, help="vocabulary of the sampling benchmark (SmolLM2)")
     ap.add_argument("--new_tokens", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=20, help="sampling micro-benchmark repeats (best of)")
+    ap.add_argument("--decode_repeats", type=int, default=1, help="decode runs per variant (best of)")
+    ap.add_argument("--prompts", type=int, default=4, help="prompts of the sampled decode")
+    ap.add_argument("--group", type=int, default=4, help="completions per prompt of the sampled decode")
+    ap.add_argument("--skip_recompute", action="store_true", help="leave out the use_cache=False variant")
     ap.add_argument("--skip_decode", action="store_true")
     ap.add_argument("--json", help="also write the rows here")
     a = ap.parse_args()
@@ -99,8 +135,9 @@ def main() -> None:
     if not a.skip_decode:
         if not bc.ensure_assets():
             sys.exit("needs SmolLM2-135M-Instruct (see tools/bench_common.py) or --skip_decode")
-        rows += bench_decode(a.rows, a.new_tokens)
-    print(bc.table(rows, ["bench", "variant", "ms", "s", "tokens_per_s", "ratio", "same_tokens"]))
+        rows += bench_decode(a.rows, a.new_tokens, a.prompts, a.group, a.skip_recompute, a.decode_repeats)
+    print(bc.table(rows, ["bench", "variant", "ms", "s", "tokens_per_s", "ratio", "tokens_equal_to_hf_cache",
+                          "mean_length"]))
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2))
     print(json.dumps({"bench": "generation", "rows": rows}))

@@ -1,0 +1,167 @@
+"""The lean decode step (``srlm_pl.fast_decode``) against the Hugging Face forward it replaces."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from srlm_pl.fast_decode import LeanDecoder
+from srlm_pl.generation import SamplingConfig, generate
+
+PROMPTS = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
+COMMON = dict(vocab_size=300, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+              intermediate_size=128, max_position_embeddings=128, initializer_range=0.2)
+
+
+def make(kind: str, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    if kind == "qwen2":  # q/k/v biases, tied head
+        model = Qwen2ForCausalLM(Qwen2Config(**COMMON, tie_word_embeddings=True,
+                                             rope_parameters={"rope_type": "default", "rope_theta": 100.0}))
+    elif kind == "llama":  # no biases, untied head, llama3 rope scaling
+        model = LlamaForCausalLM(LlamaConfig(**COMMON, rope_parameters={
+            "rope_type": "llama3", "rope_theta": 500.0, "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 32}))
+    else:
+        model = MistralForCausalLM(MistralConfig(**COMMON, sliding_window=None, head_dim=24))
+    for name, p in model.named_parameters():  # non-trivial norms and biases, so a missed term shows
+        if "norm" in name or "bias" in name:
+            with torch.no_grad():
+                p.add_(torch.randn_like(p) * 0.3)
+    return model.float().eval()
+
+
+def run(model, lean: bool, seed: int | None = None, **kw):
+    g = [torch.Generator().manual_seed(seed + i) for i in range(len(PROMPTS))] if seed is not None else None
+    return generate(model, PROMPTS, SamplingConfig(**kw), eos_token_ids=[], pad_token_id=0, generator=g, lean=lean)
+
+
+def count_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    original = LeanDecoder.step
+
+    def step(self, token, position, mask):
+        calls.append(token.shape[0])
+        return original(self, token, position, mask)
+
+    monkeypatch.setattr(LeanDecoder, "step", step)
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "llama", "mistral"])
+def test_step_logits_equal_the_hf_forward_in_float32(kind: str) -> None:
+    """Decode 6 tokens by hand; at each step the lean logits equal the full HF forward over the sequence."""
+    model = make(kind)
+    ids = torch.tensor([[0, 0, 0, 5, 6, 7], [8, 9, 10, 11, 12, 13]])  # left padding on row 0
+    mask = (torch.arange(6) >= torch.tensor([[3], [0]])).long()
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                    use_cache=True)
+        decoder = LeanDecoder.build(model, 4)
+        assert decoder is not None and decoder.load_cache(out.past_key_values, 2, capacity=12)
+        seq, seq_mask = ids.repeat_interleave(2, 0), mask.repeat_interleave(2, 0)
+        token = torch.tensor([20, 21, 22, 23])
+        for _ in range(6):
+            seq = torch.cat([seq, token[:, None]], 1)
+            seq_mask = torch.cat([seq_mask, torch.ones(4, 1, dtype=torch.long)], 1)
+            positions = (seq_mask.cumsum(-1) - 1).clamp(min=0)
+            lean = decoder.step(token, positions[:, -1], seq_mask)
+            ref = model(input_ids=seq, attention_mask=seq_mask, position_ids=positions).logits[:, -1]
+            torch.testing.assert_close(lean, ref, atol=2e-5, rtol=1e-5)
+            token = ref.argmax(-1)
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "llama"])
+def test_generate_lean_equals_hf_greedy_and_seeded(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = make(kind)
+    calls = count_steps(monkeypatch)
+    for kw in ({"temperature": 0.0, "max_new_tokens": 10},
+               {"temperature": 1.0, "top_k": 40, "top_p": 0.9, "num_samples": 3, "max_new_tokens": 10}):
+        calls.clear()
+        lean = run(model, True, seed=7, **kw)
+        assert calls == [len(PROMPTS) * kw.get("num_samples", 1)] * 9  # the lean path really decoded
+        hf = run(model, False, seed=7, **kw)
+        assert torch.equal(lean.completion_ids, hf.completion_ids) and torch.equal(lean.lengths, hf.lengths)
+
+
+def test_lora_adapters_are_merged_into_the_decode_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(make("qwen2"), LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                                                          target_modules=["q_proj", "v_proj", "down_proj"]))
+    calls = count_steps(monkeypatch)
+    lean = run(peft_model, True, temperature=0.0, max_new_tokens=8)
+    assert len(calls) == 7
+    hf = run(peft_model, False, temperature=0.0, max_new_tokens=8)
+    assert torch.equal(lean.completion_ids, hf.completion_ids)
+    base = run(make("qwen2"), True, temperature=0.0, max_new_tokens=8)
+    assert not torch.equal(lean.completion_ids, base.completion_ids)  # the adapters changed the output
+    with peft_model.disable_adapter():
+        disabled = run(peft_model, True, temperature=0.0, max_new_tokens=8)
+    assert torch.equal(disabled.completion_ids, base.completion_ids)
+
+
+def test_transformers_output_capturing_hooks_do_not_disable_the_lean_path() -> None:
+    """A training forward with ``output_hidden_states=True`` leaves transformers' (inert) capture hooks on every
+    layer; the lean decoder must still be used afterwards (GRPO generates after every training step)."""
+    model = make("qwen2")
+    model(input_ids=torch.tensor([[5, 6, 7]]), output_hidden_states=True, use_cache=False)
+    assert any(m._forward_hooks for m in model.modules())
+    assert LeanDecoder.build(model, 4) is not None
+
+
+def test_unsupported_models_fall_back_to_the_hf_forward() -> None:
+    model = make("qwen2")
+    hooked = copy.deepcopy(model)
+    hooked.model.layers[0].mlp.register_forward_hook(lambda m, i, o: None)
+    assert LeanDecoder.build(hooked, 4) is None
+    sliding = copy.deepcopy(model)
+    sliding.config.layer_types = ["sliding_attention", "full_attention"]
+    assert LeanDecoder.build(sliding, 4) is None
+    gelu = copy.deepcopy(model)
+    gelu.config.hidden_act = "gelu"
+    assert LeanDecoder.build(gelu, 4) is None
+    biased = copy.deepcopy(model)
+    biased.model.layers[1].self_attn.o_proj = torch.nn.Linear(64, 64, bias=True)
+    assert LeanDecoder.build(biased, 4) is None
+    assert LeanDecoder.build(model, 4) is not None
+    out = run(hooked, True, temperature=0.0, max_new_tokens=6)
+    assert torch.equal(out.completion_ids, run(model, False, temperature=0.0, max_new_tokens=6).completion_ids)
+
+
+def test_bf16_autocast_distribution_matches_the_hf_forward() -> None:
+    """Under bf16 autocast the lean step computes in bf16 like HF's autocast (weights cast once, K/V cached in
+    bf16): next-token distributions agree to bf16 rounding (total variation < 0.03 here, against ~0.5 between
+    the model's distributions at different steps)."""
+    model = make("qwen2")
+    ids, mask = torch.tensor([[5, 6, 7, 8, 9, 10]]), torch.ones(1, 6, dtype=torch.long)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(input_ids=ids, attention_mask=mask, use_cache=True)
+        decoder = LeanDecoder.build(model, 4)
+        assert decoder.cdtype == torch.bfloat16 and decoder.layers[0].qkv.weight.dtype == torch.bfloat16
+        assert decoder.load_cache(out.past_key_values, 1, capacity=10) and decoder.k[0].dtype == torch.bfloat16
+        seq, tvs, previous = ids, [], None
+        for token in (40, 41, 42):
+            seq = torch.cat([seq, torch.tensor([[token]])], 1)
+            full = torch.ones_like(seq)
+            p_lean = decoder.step(torch.tensor([token]), torch.tensor([seq.shape[1] - 1]), full).softmax(-1)
+            p_ref = model(input_ids=seq, attention_mask=full).logits[:, -1].float().softmax(-1)
+            tvs.append(0.5 * (p_lean - p_ref).abs().sum().item())
+            if previous is not None:
+                assert 0.5 * (p_ref - previous).abs().sum().item() > 0.2  # the tolerance is meaningful
+            previous = p_ref
+    assert max(tvs) < 0.03, tvs
+
+
+def test_cache_capacity_is_enforced() -> None:
+    model = make("llama")
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([[5, 6]]), use_cache=True)
+        decoder = LeanDecoder.build(model, 4)
+        assert decoder.load_cache(out.past_key_values, 1, capacity=3)
+        decoder.step(torch.tensor([7]), torch.tensor([2]), torch.ones(1, 3, dtype=torch.long))
+        with pytest.raises(RuntimeError, match="KV cache full"):
+            decoder.step(torch.tensor([8]), torch.tensor([3]), torch.ones(1, 4, dtype=torch.long))
