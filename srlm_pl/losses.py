@@ -161,10 +161,18 @@ def chunked_token_logprobs(
     """Per-token ``log softmax(head(hidden) / temperature)[target]`` -> ``(logp[N], entropy[N] | None)``.
 
     The entropy (of the same tempered distribution, in nats) keeps its graph so it can serve as a bonus term.
-    Every target must be a valid token id (pad ids are fine: mask them later).
+    Every target must be a valid token id (pad ids are fine: mask them later). A plain bias-free ``nn.Linear``
+    head under autograd takes the fused path of ``srlm_pl.linear_logprob`` (analytic backward); same values and
+    gradients.
     """
     _check_chunk(chunk_size)
     _check_positive("temperature", temperature)
+    from srlm_pl import linear_logprob
+
+    if linear_logprob.applies(head) and hidden.shape[0] > 0:
+        return linear_logprob.linear_token_logprobs(hidden, head, targets, temperature=temperature,
+                                                    chunk_size=chunk_size, vocab_size=vocab_size,
+                                                    with_entropy=with_entropy)
 
     def chunk_logp(h: Tensor, t: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         logp_all = (_head_logits(head, h, vocab_size) / temperature).log_softmax(-1)  # [n, V]
