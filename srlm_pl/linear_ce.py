@@ -21,6 +21,14 @@ import torch
 from torch import Tensor, nn
 
 
+def _lse(x: Tensor, tmp: Tensor) -> Tensor:
+    """Row logsumexp of ``x[n, V]``, leaving ``exp(x - max)`` in ``tmp`` (``torch.logsumexp`` allocates and took
+    356 ms against ~30 ms for this on a float32 ``[1024, 49152]`` on the 2-core CPU)."""
+    top = x.amax(-1, keepdim=True)
+    torch.sub(x, top, out=tmp).exp_()
+    return top.squeeze(-1) + tmp.sum(-1).log()
+
+
 def applies(head: object) -> bool:
     """True when ``head`` is a plain bias-free ``nn.Linear`` and autograd is recording (and the fused path is
     not switched off with ``SRLM_FUSED_CE=0``, which benchmarks use to measure the generic path)."""
@@ -50,16 +58,20 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_h = torch.zeros_like(hidden, dtype=torch.float32)  # [N, H]
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)  # [V_rows, H]
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        rows = min(chunk_size, hidden.shape[0])
+        # one float32 chunk of logits reused by every chunk: fresh [n, V] tensors cost page faults on a CPU
+        z_buf, e_buf = (torch.empty((rows, vocab_size), dtype=torch.float32, device=hidden.device) for _ in range(2))
         for lo in range(0, hidden.shape[0], chunk_size):
             h = hidden[lo: lo + chunk_size].to(mm_dtype)  # [n, H]
             t = targets[lo: lo + chunk_size]  # [n]
             valid = t != ignore_index
             safe_t = torch.where(valid, t, 0)
-            logits = (h @ w.T).float()  # [n, V]
-            lse = torch.logsumexp(logits, dim=-1)  # [n]
+            logits = z_buf[: h.shape[0]].copy_(h @ w.T)  # [n, V]
+            grad = e_buf[: h.shape[0]]
+            lse = _lse(logits, grad)  # grad = exp(logits - max)
             picked = logits.gather(-1, safe_t[:, None]).squeeze(-1)
             total = total + ((lse - picked) * valid).sum()
-            grad = torch.softmax(logits, dim=-1)  # d loss / d logits = softmax - onehot, zero on ignored rows
+            grad.div_(grad.sum(-1, keepdim=True))  # d loss / d logits = softmax - onehot, zero on ignored rows
             grad.scatter_add_(-1, safe_t[:, None], -torch.ones_like(grad[:, :1]))
             grad *= valid[:, None]
             grad_mm = grad.to(mm_dtype)
