@@ -18,7 +18,7 @@ The prompt is still prefilled by the model's own forward and its cache copied in
 Rotary embeddings come from the model's own ``rotary_emb`` module (any rope type it implements).
 
 ``LeanDecoder.build`` returns ``None`` (the caller then uses the HF forward) for anything it does not reproduce
-exactly: other architectures, sliding-window layers, biases on o/mlp projections, non-SiLU activations,
+exactly: other architectures, sliding-window layers, non-SiLU activations,
 quantised or sharded (DTensor / FSDP) weights, hooks on the modules, and peft models other than LoRA on
 ``nn.Linear`` layers (LoRA deltas are merged into the cast copies: adapters are constant during decoding).
 ``tests/test_fast_decode.py`` checks logits against the HF forward in float32 and tokens under sampling.
@@ -138,7 +138,7 @@ class LeanDecoder:
         inner = getattr(base, "model", None)
         if config is None or inner is None or getattr(config, "model_type", None) not in SUPPORTED:
             return None
-        if getattr(config, "hidden_act", None) != "silu" or getattr(config, "mlp_bias", False):
+        if getattr(config, "hidden_act", None) != "silu":
             return None
         if getattr(config, "pretraining_tp", 1) != 1:
             return None
@@ -168,17 +168,12 @@ class LeanDecoder:
             if any(p is None for p in parts):
                 return None
             (wq, bq), (wk, bk), (wv, bv), (wo, bo), (wg, bg), (wu, bu), (wd, bd) = parts
-            if bo is not None or bg is not None or bu is not None or bd is not None:
-                return None
-            biases = [bq, bk, bv]
-            if any(b is None for b in biases) and not all(b is None for b in biases):
-                return None
-            bqkv = torch.cat(biases) if biases[0] is not None else None
+            bqkv, bgu = _joint_bias([bq, bk, bv], [wq, wk, wv]), _joint_bias([bg, bu], [wg, wu])
             layers.append(_Layer(ln1=layer.input_layernorm.weight.detach(), eps1=layer.input_layernorm.variance_epsilon,
                                  ln2=layer.post_attention_layernorm.weight.detach(),
                                  eps2=layer.post_attention_layernorm.variance_epsilon,
-                                 qkv=_Linear(torch.cat([wq, wk, wv]), bqkv, rows), o=_Linear(wo, None, rows),
-                                 gate_up=_Linear(torch.cat([wg, wu]), None, rows), down=_Linear(wd, None, rows)))
+                                 qkv=_Linear(torch.cat([wq, wk, wv]), bqkv, rows), o=_Linear(wo, bo, rows),
+                                 gate_up=_Linear(torch.cat([wg, wu]), bgu, rows), down=_Linear(wd, bd, rows)))
         head_parts = _linear_weight(base.get_output_embeddings(), cdtype)
         if head_parts is None or head_parts[1] is not None:
             return None
@@ -256,6 +251,13 @@ class LeanDecoder:
         self.length = t + 1
         h = self._rms(x, self.norm, self.norm_eps).to(self.cdtype)
         return self.head(h).float()  # [N, V]
+
+
+def _joint_bias(biases: list[Tensor | None], weights: list[Tensor]) -> Tensor | None:
+    """The bias of fused projections: the parts concatenated, a missing part as zeros; None if none has one."""
+    if all(b is None for b in biases):
+        return None
+    return torch.cat([b if b is not None else w.new_zeros(w.shape[0]) for b, w in zip(biases, weights, strict=True)])
 
 
 def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:

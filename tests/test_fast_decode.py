@@ -21,6 +21,8 @@ def make(kind: str, seed: int = 0) -> torch.nn.Module:
     if kind == "qwen2":  # q/k/v biases, tied head
         model = Qwen2ForCausalLM(Qwen2Config(**COMMON, tie_word_embeddings=True,
                                              rope_parameters={"rope_type": "default", "rope_theta": 100.0}))
+    elif kind == "llama-bias":  # biases on every projection (attention_bias, mlp_bias)
+        model = LlamaForCausalLM(LlamaConfig(**COMMON, attention_bias=True, mlp_bias=True))
     elif kind == "llama":  # no biases, untied head, llama3 rope scaling
         model = LlamaForCausalLM(LlamaConfig(**COMMON, rope_parameters={
             "rope_type": "llama3", "rope_theta": 500.0, "factor": 8.0, "low_freq_factor": 1.0,
@@ -51,7 +53,7 @@ def count_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-@pytest.mark.parametrize("kind", ["qwen2", "llama", "mistral"])
+@pytest.mark.parametrize("kind", ["qwen2", "llama", "llama-bias", "mistral"])
 def test_step_logits_equal_the_hf_forward_in_float32(kind: str) -> None:
     """Decode 6 tokens by hand; at each step the lean logits equal the full HF forward over the sequence."""
     model = make(kind)
@@ -124,9 +126,9 @@ def test_unsupported_models_fall_back_to_the_hf_forward() -> None:
     gelu = copy.deepcopy(model)
     gelu.config.hidden_act = "gelu"
     assert LeanDecoder.build(gelu, 4) is None
-    biased = copy.deepcopy(model)
-    biased.model.layers[1].self_attn.o_proj = torch.nn.Linear(64, 64, bias=True)
-    assert LeanDecoder.build(biased, 4) is None
+    quantised = copy.deepcopy(model)  # a Linear subclass (as bitsandbytes' layers are) is not read as plain
+    quantised.model.layers[1].self_attn.o_proj.__class__ = type("Linear8bit", (torch.nn.Linear,), {})
+    assert LeanDecoder.build(quantised, 4) is None
     assert LeanDecoder.build(model, 4) is not None
     out = run(hooked, True, temperature=0.0, max_new_tokens=6)
     assert torch.equal(out.completion_ids, run(model, False, temperature=0.0, max_new_tokens=6).completion_ids)
@@ -141,7 +143,8 @@ def test_bf16_autocast_distribution_matches_the_hf_forward() -> None:
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(input_ids=ids, attention_mask=mask, use_cache=True)
         decoder = LeanDecoder.build(model, 4)
-        assert decoder.cdtype == torch.bfloat16 and decoder.layers[0].qkv.weight.dtype == torch.bfloat16
+        qkv = decoder.layers[0].qkv
+        assert decoder.cdtype == torch.bfloat16 and (qkv.packed is not None or qkv.weight.dtype == torch.bfloat16)
         assert decoder.load_cache(out.past_key_values, 1, capacity=10) and decoder.k[0].dtype == torch.bfloat16
         seq, tvs, previous = ids, [], None
         for token in (40, 41, 42):
