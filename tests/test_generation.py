@@ -267,7 +267,7 @@ def test_per_prompt_generators_make_samples_independent_of_the_batch(model):
 
 
 def test_sampling_draws_from_the_tempered_distribution():
-    """The exponential-race draw is an exact categorical sample: frequencies match the probabilities."""
+    """The inverse-CDF draw is an exact categorical sample: frequencies match the probabilities."""
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -30.0]]).repeat(40_000, 1)
     cfg = SamplingConfig(temperature=1.5)
     tokens = gen.sample_next_token(logits, cfg, torch.Generator().manual_seed(0))
@@ -275,6 +275,14 @@ def test_sampling_draws_from_the_tempered_distribution():
     expected = (logits[0].double() / 1.5).softmax(-1)
     assert torch.allclose(freq, expected, atol=0.01), (freq, expected)
     assert freq[4] == 0
+
+
+def test_zero_probability_tokens_are_never_drawn():
+    """Tokens filtered to probability 0 (first, middle and last position) never come out, even for u near 0 or 1."""
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.5, 0.0], [0.0, 0.0, 1.0, 0.0, 0.0]]).repeat(20_000, 1)
+    draws = gen.categorical(probs, torch.Generator().manual_seed(0))
+    assert set(draws[0::2].tolist()) == {1, 3} and set(draws[1::2].tolist()) == {2}
+    assert abs((draws[0::2] == 1).double().mean().item() - 0.5) < 0.02
 
 
 def test_autocast_decoding_restores_frozen_flags_and_matches(model):

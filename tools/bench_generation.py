@@ -29,7 +29,7 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
 
-from srlm_pl.generation import _race  # noqa: E402
+from srlm_pl.generation import categorical  # noqa: E402
 
 
 def best_of(fn: Any, repeats: int) -> float:
@@ -52,7 +52,7 @@ def bench_sampling(rows: int, vocab: int, repeats: int) -> list[dict[str, Any]]:
         return (probs / torch.empty_like(probs).exponential_(1.0, generator=g)).argmax(-1)
 
     def inverse_cdf() -> Tensor:
-        return _race(probs, g)
+        return categorical(probs, g)
 
     base = best_of(multinomial, repeats)
     out = [{"bench": f"sample [{rows}, {vocab}]", "variant": "torch.multinomial", "ms": base * 1e3, "ratio": 1.0}]
