@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="training forward over prompt + completion per row (the before of share_prompt_forward)")
     ap.add_argument("--learn", action="store_true", help="run the SmolLM2 learning experiment instead")
     ap.add_argument("--minutes", type=float, default=20.0, help="learning run time budget")
+    ap.add_argument("--lr", type=float, default=2e-5, help="learning run learning rate")
     ap.add_argument("--json", help="also write the rows here")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--workload", help=argparse.SUPPRESS)

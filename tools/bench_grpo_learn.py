@@ -6,7 +6,7 @@ within \\boxed{}."; held-out accuracy before and after, wall time, reward curve.
 Held-out set: 200 built-in level-1 problems with seed 99 (training prompts use seed 11: a different stream).
 Evaluation: ``tools/evaluate.py`` (greedy, 128 new tokens, bf16 autocast). Training: ``python -m srlm_pl fit`` with
 ``GRPOModule`` (G = 8, 8 prompts per step, 128 new tokens, temperature 1.0, beta 0, DAPO, clip-higher, dynamic
-sampling with one refill round, lr 1e-5 constant after 3 warm-up steps) for ``--minutes`` of wall time
+sampling with one refill round, lr ``--lr`` (2e-5) constant after 3 warm-up steps) for ``--minutes`` of wall time
 (``trainer.max_time``). Probes of other prompts on the same model (100 problems, greedy, 128 tokens): the
 step-by-step ``\\boxed{}`` instruction 12.5% (200 problems; long answers that keep computing after the right
 number), "The answer is N" 4%, SVAMP with the ``\\boxed{}`` instruction 6% (50 problems).
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -40,7 +41,7 @@ def evaluate(model: str, out: Path) -> dict[str, Any]:
     return json.loads((out / "summary.json").read_text())
 
 
-def grpo_config(root: Path, minutes: float) -> Path:
+def grpo_config(root: Path, minutes: float, lr: float) -> Path:
     hours, rest = divmod(int(minutes * 60), 3600)
     cfg = {
         "seed_everything": 0,
@@ -59,7 +60,7 @@ def grpo_config(root: Path, minutes: float) -> Path:
             "num_generations": 8, "max_new_tokens": 128, "temperature": 1.0, "beta": 0.0,
             "eps_low": 0.2, "eps_high": 0.28, "loss_aggregation": "dapo", "dynamic_sampling": True,
             "max_refill_rounds": 1,
-            "optimizer": {"class_path": "srlm_pl.optim.AdamW", "init_args": {"lr": 1e-5}},
+            "optimizer": {"class_path": "srlm_pl.optim.AdamW", "init_args": {"lr": lr}},
             "scheduler": {"class_path": "srlm_pl.optim.WarmupConstant", "init_args": {"warmup": 3}}}},
         "data": {"class_path": "srlm_pl.PromptDataModule", "init_args": {
             "train": {"path": "builtin", "builtin": {"level": 1, "num_problems": 4000, "seed": 11}},
@@ -82,15 +83,26 @@ def _curve(root: Path, key: str) -> list[float]:
     return [values[k] for k in sorted(values)]
 
 
+def _fifths(values: list[float]) -> list[float]:
+    """Means of five consecutive, equal-as-possible slices of a curve."""
+    if not values:
+        return []
+    n = len(values)
+    bounds = [round(i * n / 5) for i in range(6)]
+    return [round(sum(values[a:b]) / max(b - a, 1), 4) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+
+
 def learn(a: argparse.Namespace) -> None:
     if not bc.ensure_assets():
         sys.exit("needs SmolLM2-135M-Instruct (see tools/bench_common.py)")
     root = bc.ROOT / "runs" / "grpo_learn"
+    if root.exists():  # the evaluations resume from existing predictions: never mix in an earlier run's
+        shutil.rmtree(root)
     t0 = time.perf_counter()
     before = evaluate(str(bc.SMOLLM2), root / "eval_before")
     t_eval = time.perf_counter() - t0
     t1 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "srlm_pl", "fit", "--config", str(grpo_config(root, a.minutes))],
+    subprocess.run([sys.executable, "-m", "srlm_pl", "fit", "--config", str(grpo_config(root, a.minutes, a.lr))],
                    check=True, cwd=bc.ROOT, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
     t_train = time.perf_counter() - t1
     after = evaluate(str(root / "export" / "final"), root / "eval_after")
@@ -100,13 +112,18 @@ def learn(a: argparse.Namespace) -> None:
         "bench": "grpo_learn", "model": "SmolLM2-135M-Instruct", "task": "built-in level 1 (200 held-out, seed 99)",
         "accuracy_before": before["accuracy"], "accuracy_after": after["accuracy"],
         "no_answer_before": before["no_answer_rate"], "no_answer_after": after["no_answer_rate"],
+        "lr": a.lr, "minutes": a.minutes,
         "train_wall_s": round(t_train, 1), "eval_wall_s": round(t_eval, 1), "steps_logged": len(rewards),
         "reward_first_fifth": sum(rewards[:k]) / k if rewards else None,
         "reward_last_fifth": sum(rewards[-k:]) / k if rewards else None,
         "zero_variance_frac_mean": (sum(z := _curve(root, "train/zero_variance_frac")) / len(z)) if rewards else None,
         "completion_len_first_last": [_curve(root, "completion/len_mean")[i] for i in (0, -1)] if rewards else None,
+        "train_accuracy_per_fifth": _fifths(_curve(root, "train/accuracy")),
+        "reward_per_fifth": _fifths(rewards),
     }
     print(bc.table([result], ["accuracy_before", "accuracy_after", "train_wall_s", "steps_logged",
                               "reward_first_fifth", "reward_last_fifth", "zero_variance_frac_mean"]))
     (root / "learn_result.json").write_text(json.dumps(result, indent=2))
+    if a.json:
+        Path(a.json).write_text(json.dumps(result, indent=2))
     print(json.dumps(result))
