@@ -22,10 +22,12 @@ exactly: other architectures, sliding-window layers, non-SiLU activations,
 quantised or sharded (DTensor / FSDP) weights, hooks on the modules, and peft models other than LoRA on
 ``nn.Linear`` layers (LoRA deltas are merged into the cast copies: adapters are constant during decoding).
 ``tests/test_fast_decode.py`` checks logits against the HF forward in float32 and tokens under sampling.
+``SRLM_LEAN_DECODE=0`` in the environment switches it off (benchmarks use it to measure the HF path).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -133,6 +135,8 @@ class LeanDecoder:
     def build(cls, model: nn.Module, rows: int) -> LeanDecoder | None:
         """A decoder for ``model`` under the current autocast state, decoding ``rows`` sequences at a time, or
         ``None`` if the model is not supported."""
+        if os.environ.get("SRLM_LEAN_DECODE", "1") == "0":  # benchmarks switch it off to measure the HF path
+            return None
         base = _base_model(model)
         config = getattr(base, "config", None)
         inner = getattr(base, "model", None)

@@ -115,8 +115,11 @@ def test_transformers_output_capturing_hooks_do_not_disable_the_lean_path() -> N
     assert LeanDecoder.build(model, 4) is not None
 
 
-def test_unsupported_models_fall_back_to_the_hf_forward() -> None:
+def test_unsupported_models_fall_back_to_the_hf_forward(monkeypatch: pytest.MonkeyPatch) -> None:
     model = make("qwen2")
+    monkeypatch.setenv("SRLM_LEAN_DECODE", "0")  # the benchmarks' switch
+    assert LeanDecoder.build(model, 4) is None
+    monkeypatch.delenv("SRLM_LEAN_DECODE")
     hooked = copy.deepcopy(model)
     hooked.model.layers[0].mlp.register_forward_hook(lambda m, i, o: None)
     assert LeanDecoder.build(hooked, 4) is None

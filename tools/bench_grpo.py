@@ -114,7 +114,10 @@ def measure(workload: str, impl: str, a: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", "--workload", workload, "--steps", str(a.steps),
            "--prompts", str(a.prompts), "--group", str(a.group), "--new_tokens", str(a.new_tokens),
            "--chunk", str(a.chunk), *(["--no_share_prompt"] if a.no_share_prompt else [])]
-    return bc.run_json(cmd)
+    env = {"SRLM_LEAN_DECODE": "0" if a.no_lean else "1", "SRLM_FUSED_CE": "0" if a.no_fused else "1"}
+    row = bc.run_json(cmd, env=env)
+    row["variant"] = ",".join(k for k in ("no_lean", "no_fused", "no_share_prompt") if getattr(a, k)) or "default"
+    return row
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--chunk", type=int, default=1024)
     ap.add_argument("--no_share_prompt", action="store_true",
                     help="training forward over prompt + completion per row (the before of share_prompt_forward)")
+    ap.add_argument("--no_lean", action="store_true",
+                    help="decode with the HF forward and cache (SRLM_LEAN_DECODE=0; the before of the lean decoder)")
+    ap.add_argument("--no_fused", action="store_true",
+                    help="generic chunked log-probs (SRLM_FUSED_CE=0; the before of the fused LM-head log-probs)")
     ap.add_argument("--learn", action="store_true", help="run the SmolLM2 learning experiment instead")
     ap.add_argument("--minutes", type=float, default=20.0, help="learning run time budget")
     ap.add_argument("--lr", type=float, default=2e-5, help="learning run learning rate")
@@ -164,7 +171,7 @@ def main() -> None:
                 r["s_per_step_vs_trl"] = r["s_per_step"] / got["trl"]["s_per_step"]
             rows.append(r)
             print(json.dumps(r), flush=True)
-    print(bc.table(rows, ["workload", "impl", "s_per_step", "generation_s", "scoring_s", "training_s",
+    print(bc.table(rows, ["workload", "impl", "variant", "s_per_step", "generation_s", "scoring_s", "training_s",
                           "completion_tokens_per_s_generation", "completion_len_mean", "truncated_frac",
                           "peak_rss_gib", "s_per_step_vs_trl"]))
     if a.json:
