@@ -5,8 +5,9 @@
    uses now (one uniform per row, float64 cumulative sums); all three are exact categorical draws;
 2. greedy decoding, SmolLM2-135M-Instruct under bf16 autocast with fp32 weights, GSM8K-length prompts:
    ``use_cache=False`` (recompute the whole sequence every step), the HF forward with its KV cache
-   (``lean=False``), and the default (``fast_decode.LeanDecoder``: weights cast once, q/k/v and gate/up fused,
-   a static bf16 KV cache); the tokens of each path against the HF-cache path are reported (bf16 rounding
+   (``lean=False``), the lean decoder with plain bf16 weights (no oneDNN prepacking) and the default
+   (``fast_decode.LeanDecoder``: weights cast once and prepacked, q/k/v and gate/up fused, a static bf16 KV
+   cache); the tokens of each path against the HF-cache path are reported (bf16 rounding
    differs between paths, so they can part after a near-tie; the float32 tests assert equality);
 3. sampled decoding (T = 1, 4 prompts x G 4 unless changed: the GRPO benchmark's shape), HF cache vs lean.
 
@@ -72,6 +73,7 @@ def _prompts(tokenizer: Any, n: int) -> list[list[int]]:
 
 def bench_decode(rows: int, new_tokens: int, prompts_sampled: int, group: int, skip_recompute: bool,
                  repeats: int) -> list[dict[str, Any]]:
+    from srlm_pl import fast_decode
     from srlm_pl.generation import SamplingConfig, generate
     from srlm_pl.models import ModelSpec, load_model, load_tokenizer
 
@@ -81,7 +83,9 @@ def bench_decode(rows: int, new_tokens: int, prompts_sampled: int, group: int, s
     eos, pad = [tokenizer.eos_token_id], tokenizer.pad_token_id
     out_rows: list[dict[str, Any]] = []
 
-    def timed(prompts: list[list[int]], config: SamplingConfig, seeds: bool, **kw: Any) -> tuple[float, Any]:
+    def timed(prompts: list[list[int]], config: SamplingConfig, seeds: bool, unpacked: bool = False,
+              **kw: Any) -> tuple[float, Any]:
+        fast_decode._MKLDNN_OK = False if unpacked else None  # None: probe oneDNN's packed linear again
         best, out = float("inf"), None
         for _ in range(repeats):
             gens = [torch.Generator().manual_seed(i) for i in range(len(prompts))] if seeds else None
@@ -94,7 +98,9 @@ def bench_decode(rows: int, new_tokens: int, prompts_sampled: int, group: int, s
         return best, out
 
     greedy = SamplingConfig(max_new_tokens=new_tokens, temperature=0.0)
-    variants = [("HF forward + KV cache (lean=False)", {"lean": False}), ("lean decoder (default)", {"lean": True})]
+    variants = [("HF forward + KV cache (lean=False)", {"lean": False}),
+                ("lean decoder, unpacked weights", {"lean": True, "unpacked": True}),
+                ("lean decoder (default)", {"lean": True})]
     if not skip_recompute:
         variants.insert(0, ("recompute (use_cache=False)", {"use_cache": False}))
     bench = f"greedy decode SmolLM2 {rows} x {new_tokens} new"
@@ -110,7 +116,7 @@ def bench_decode(rows: int, new_tokens: int, prompts_sampled: int, group: int, s
     sampled = SamplingConfig(max_new_tokens=new_tokens, temperature=1.0, num_samples=group)
     bench = f"sampled decode SmolLM2 {prompts_sampled} prompts x G {group} x {new_tokens} new, T 1"
     prompts = _prompts(tokenizer, prompts_sampled)
-    results = {name: timed(prompts, sampled, True, **kw) for name, kw in variants[-2:]}
+    results = {name: timed(prompts, sampled, True, **kw) for name, kw in (variants[0], variants[-1])}
     base_s = results[base_name][0]
     for name, (s, out) in results.items():
         out_rows.append({"bench": bench, "variant": name, "s": s, "tokens_per_s": int(out.completion_mask.sum()) / s,
