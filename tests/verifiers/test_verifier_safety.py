@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import ast
+import random
+import shutil
+import string
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -83,8 +88,27 @@ def _payloads(marker: Path) -> list[str]:
     ]
 
 
-def test_injection_payloads_execute_nothing(warm_pool, tmp_path: Path) -> None:
-    marker = tmp_path / "MARKER"
+@pytest.fixture
+def digitless_dir() -> Iterator[Path]:
+    """A fresh directory whose path has no digits.
+
+    The payloads embed the marker's path, and a digit in it is a legitimate number to extract: under pytest's
+    ``tmp_path`` (``.../pytest-18/...``) the payload "The answer is ; touch .../pytest-18/..." is *correctly* read
+    as 18 and matched the gold "18" whenever pytest's run counter reached 18.
+    """
+    base = Path(tempfile.gettempdir()).resolve()
+    if any(c.isdigit() for c in str(base)):
+        pytest.skip(f"the temporary directory {base} has digits in its path")
+    name = "srlm-marker-" + "".join(random.choices(string.ascii_lowercase, k=12))
+    path = base / name
+    path.mkdir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_injection_payloads_execute_nothing(warm_pool, digitless_dir: Path) -> None:
+    marker = digitless_dir / "MARKER"
+    assert not any(c.isdigit() for c in str(marker))
     payloads = _payloads(marker)
     golds = ["\\frac{\\sqrt{2}}{2}", "18", "\\text{Evelyn}", "x^2+1"]
     for payload in payloads:
