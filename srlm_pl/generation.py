@@ -34,6 +34,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from srlm_pl.fast_decode import LeanDecoder
+from srlm_pl.head_input import contiguous_head_input
 
 
 @dataclass
@@ -292,10 +293,11 @@ def _generate(
     cache: Any = None
     decoder: LeanDecoder | None = None
     if use_cache:
-        out = model(
-            input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=_positions(prompt_mask),
-            use_cache=True, **keep,
-        )  # fmt: skip
+        with contiguous_head_input(model):
+            out = model(
+                input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=_positions(prompt_mask),
+                use_cache=True, **keep,
+            )  # fmt: skip
         cache, logits = _out_cache(out), out.logits[:, -1]  # [B, V]
         if lean:
             torch.clear_autocast_cache()  # drop the prefill's bf16 weight casts before the decoder makes its own

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from srlm_pl.head_input import contiguous_head_input
 from srlm_pl.losses import chunked_token_logprobs
 
 
@@ -112,14 +113,17 @@ def _shared_prompt_hidden(model: nn.Module, prompt_ids: Tensor, prompt_mask: Ten
     params = _forward_params(model)
     cache_kw = "cache" if "cache" in params else "past_key_values"  # transformers 5.x renamed the kwarg
     u_mask = prompt_mask[first].long()  # [U, P]
-    out = model(input_ids=prompt_ids[first], attention_mask=u_mask, position_ids=(u_mask.cumsum(-1) - 1).clamp(min=0),
-                use_cache=True, logits_to_keep=1, output_hidden_states=True)
+    with contiguous_head_input(model):
+        out = model(input_ids=prompt_ids[first], attention_mask=u_mask,
+                    position_ids=(u_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True, logits_to_keep=1,
+                    output_hidden_states=True)
     cache = _out_cache(out)
     cache.batch_select_indices(inverse)  # [U, ...] -> [B, ...], differentiable indexing
     last = out.hidden_states[-1][:, -1][inverse]  # [B, H]: the prompt's last position predicts token 0
     mask = torch.cat([prompt_mask, completion_mask], dim=1).long()  # [B, P+C]
     positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prompt_ids.shape[1]:]  # [B, C]
-    out = model(input_ids=completion_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                logits_to_keep=1, output_hidden_states=True, **{cache_kw: cache})
+    with contiguous_head_input(model):
+        out = model(input_ids=completion_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                    logits_to_keep=1, output_hidden_states=True, **{cache_kw: cache})
     hidden = out.hidden_states[-1]  # [B, C, H]
     return torch.cat([last[:, None], hidden[:, :-1]], dim=1)

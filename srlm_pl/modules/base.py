@@ -20,6 +20,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 
+from srlm_pl.head_input import contiguous_head_input
 from srlm_pl.models import ModelSpec, count_parameters, load_model, load_tokenizer
 from srlm_pl.optim import AdamW, WarmupCosine
 
@@ -44,9 +45,10 @@ class ValGeneration:
 def hidden_states(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
     """Final (normed) hidden states ``[B, T, H]`` through the model's own forward, with the LM head
     evaluated on the last position only, so no ``[B, T, V]`` logits are ever materialised."""
-    out = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                position_ids=batch.get("position_ids"), use_cache=False, logits_to_keep=1,
-                output_hidden_states=True)
+    with contiguous_head_input(model):
+        out = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                    position_ids=batch.get("position_ids"), use_cache=False, logits_to_keep=1,
+                    output_hidden_states=True)
     return out.hidden_states[-1]
 
 

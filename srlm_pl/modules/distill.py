@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torchmetrics import SumMetric
 
 from srlm_pl.generation import SamplingConfig, generate
+from srlm_pl.head_input import contiguous_head_input
 from srlm_pl.kd_batch import batch_from_generation, prompts_from_batch
 from srlm_pl.losses import chunked_kd_loss
 from srlm_pl.models import ModelSpec, unwrap_peft
@@ -75,8 +76,9 @@ def teacher_hidden_states(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
 
     handle = unwrap_peft(model).get_decoder().register_forward_hook(grab)
     try:
-        model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-              position_ids=batch.get("position_ids"), use_cache=False, logits_to_keep=1)
+        with contiguous_head_input(model):
+            model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                  position_ids=batch.get("position_ids"), use_cache=False, logits_to_keep=1)
     finally:
         handle.remove()
     return captured[-1]
