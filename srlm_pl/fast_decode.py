@@ -50,26 +50,33 @@ def _has_foreign_hooks(module: nn.Module) -> bool:
 
 
 def _linear_weight(linear: nn.Module, dtype: torch.dtype) -> tuple[Tensor, Tensor | None] | None:
-    """``(weight, bias)`` of a plain or LoRA-wrapped linear layer in ``dtype``, LoRA deltas merged; None if the
-    layer is anything else (quantised, sharded, another adapter type)."""
-    delta = None
+    """``(weight, bias)`` of a plain or LoRA-wrapped linear layer in ``dtype``, LoRA deltas (and ``lora_bias``
+    terms) merged in float32; None if the layer is anything else (quantised, sharded, another adapter type, a
+    LoRA variant whose forward is not ``x W_base^T + scale * B A x``)."""
+    delta = bias_delta = None
     if hasattr(linear, "base_layer") and hasattr(linear, "get_delta_weight"):  # peft LoRA layer
-        if getattr(linear, "merged", False) or any(k in getattr(linear, "lora_magnitude_vector", {}) for k in
-                                                   getattr(linear, "active_adapters", [])):
-            return None  # merged weights (already in base) would double count; DoRA is not a plain delta
+        active = [n for n in getattr(linear, "active_adapters", []) if n in linear.lora_A]
+        variants = {**getattr(linear, "lora_variant", {}), **getattr(linear, "lora_magnitude_vector", {})}
+        if getattr(linear, "merged", False) or any(n in variants for n in active):
+            return None  # merged weights (already in base) would double count; DoRA, aLoRA, ... are not plain deltas
         if not getattr(linear, "disable_adapters", False):
-            for name in linear.active_adapters:
-                if name in linear.lora_A:
-                    d = linear.get_delta_weight(name)
-                    delta = d if delta is None else delta + d
+            for name in active:
+                d = linear.get_delta_weight(name).float()
+                delta = d if delta is None else delta + d
+                b = getattr(linear.lora_B[name], "bias", None)  # LoraConfig(lora_bias=True)
+                if b is not None:
+                    b = b.detach().float() * linear.scaling[name]
+                    bias_delta = b if bias_delta is None else bias_delta + b
         linear = linear.base_layer
     if type(linear) is not nn.Linear or type(linear.weight) not in (nn.Parameter, Tensor):
         return None  # quantised (bitsandbytes subclasses nn.Linear) or sharded weights
     w = linear.weight.detach()
-    if delta is not None:
-        w = w + delta.to(w.dtype)
-    bias = linear.bias.detach().to(dtype) if linear.bias is not None else None
-    return w.to(dtype), bias
+    if delta is not None:  # in float32: a bf16 base would round most small deltas away
+        w = w.float() + delta
+    bias = linear.bias.detach() if linear.bias is not None else None
+    if bias_delta is not None:
+        bias = bias_delta if bias is None else bias.float() + bias_delta
+    return w.to(dtype), bias.to(dtype) if bias is not None else None
 
 
 class _Linear:

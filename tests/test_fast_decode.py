@@ -56,7 +56,10 @@ def count_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 @pytest.mark.parametrize("kind", ["qwen2", "llama", "llama-bias", "mistral"])
 def test_step_logits_equal_the_hf_forward_in_float32(kind: str) -> None:
     """Decode 6 tokens by hand; at each step the lean logits equal the full HF forward over the sequence."""
-    model = make(kind)
+    assert_steps_match_hf(make(kind))
+
+
+def assert_steps_match_hf(model: torch.nn.Module) -> None:
     ids = torch.tensor([[0, 0, 0, 5, 6, 7], [8, 9, 10, 11, 12, 13]])  # left padding on row 0
     mask = (torch.arange(6) >= torch.tensor([[3], [0]])).long()
     with torch.no_grad():
@@ -104,6 +107,53 @@ def test_lora_adapters_are_merged_into_the_decode_weights(monkeypatch: pytest.Mo
     with peft_model.disable_adapter():
         disabled = run(peft_model, True, temperature=0.0, max_new_tokens=8)
     assert torch.equal(disabled.completion_ids, base.completion_ids)
+
+
+def test_lora_bias_terms_are_merged() -> None:
+    """``LoraConfig(lora_bias=True)`` gives ``lora_B`` a bias, which peft's forward adds times the scaling."""
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(make("llama-bias"), LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                                                               lora_bias=True,
+                                                               target_modules=["q_proj", "v_proj", "down_proj"]))
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name and name.endswith("bias"):
+                p.normal_(0, 0.5)  # zero at init; non-zero after training
+    assert_steps_match_hf(peft_model.eval())
+
+
+def test_lora_variants_fall_back_to_the_hf_forward(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aLoRA (active only after its invocation tokens) is a LoRA variant, not a plain delta: no lean decoder."""
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(make("qwen2"), LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                                                          alora_invocation_tokens=[7],
+                                                          target_modules=["q_proj", "v_proj"]))
+    assert LeanDecoder.build(peft_model, 4) is None
+    calls = count_steps(monkeypatch)
+    lean = run(peft_model, True, temperature=0.0, max_new_tokens=8)
+    assert calls == []
+    with peft_model.disable_adapter():  # PROMPTS hold no token 7: the adapter never activates
+        base = run(peft_model, False, temperature=0.0, max_new_tokens=8)
+    assert torch.equal(lean.completion_ids, base.completion_ids)
+
+
+def test_lora_deltas_are_merged_in_float32_on_a_bf16_base() -> None:
+    from peft import LoraConfig, get_peft_model
+
+    from srlm_pl.fast_decode import _linear_weight
+
+    peft_model = get_peft_model(make("qwen2").to(torch.bfloat16),
+                                LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, target_modules=["q_proj"]))
+    layer = peft_model.base_model.model.model.layers[0].self_attn.q_proj
+    with torch.no_grad():
+        layer.lora_B["default"].weight.mul_(1e-3)  # small deltas, as early in training
+        delta = layer.get_delta_weight("default").float()
+        w, _ = _linear_weight(layer, torch.bfloat16)
+    base = layer.base_layer.weight
+    assert torch.equal(w, (base.float() + delta).to(torch.bfloat16))
+    assert not torch.equal(w, base + delta.to(torch.bfloat16))  # the bf16 sum would round these differently
 
 
 def test_transformers_output_capturing_hooks_do_not_disable_the_lean_path() -> None:
