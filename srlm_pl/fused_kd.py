@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from srlm_pl.linear_ce import _lse, _matmul_dtype, applies
+from srlm_pl.linear_ce import _lse, _matmul_dtype, _once, _scaled, applies
 
 TAIL = 32  # the last chunk's row count is rounded up to a multiple of this
 
@@ -96,8 +96,9 @@ class _FusedKD(torch.autograd.Function):
             targets = torch.cat([targets, targets.new_full((extra,), ignore)])
         valid_all = targets != ignore
         n_tokens = float(valid_all.sum().clamp(min=1))
-        grad_h = torch.zeros_like(s_hidden, dtype=torch.float32)
-        grad_w = torch.zeros(s_weight.shape, dtype=torch.float32, device=s_weight.device)
+        need_h, need_w = ctx.needs_input_grad[:2]  # a frozen head (LoRA) needs no [V, H] gradient at all
+        grad_h = torch.zeros_like(s_hidden, dtype=torch.float32) if need_h else None
+        grad_w = torch.zeros(s_weight.shape, dtype=torch.float32, device=s_weight.device) if need_w else None
         kd_sum = torch.zeros((), dtype=torch.float32, device=s_hidden.device)
         ce_sum = torch.zeros_like(kd_sum)
         rows = min(chunk, s_hidden.shape[0])
@@ -116,21 +117,21 @@ class _FusedKD(torch.autograd.Function):
             kd_sum += (kd * valid).sum()
             ce_sum += (ce * valid).sum()
             grad.mul_(valid[:, None] / n_tokens)
-            grad_mm = grad.to(mm_dtype)
-            grad_h[sl] = (grad_mm @ w).float()
-            # float32 addmm in place: no [V, H] temporaries, and faster on CPU than bf16 + cast + add at 64 rows
-            grad_w[:vocab].addmm_(grad.T, h.float())
-        ctx.save_for_backward(grad_h[:n_rows], grad_w)
+            if grad_h is not None:
+                grad_h[sl] = (grad.to(mm_dtype) @ w).float()
+            if grad_w is not None:  # float32 addmm in place: no [V, H] temporaries, faster on CPU than bf16 + add
+                grad_w[:vocab].addmm_(grad.T, h.float())
+        ctx.save_for_backward(grad_h[:n_rows] if grad_h is not None else None, grad_w)
         ctx.dtypes = (s_hidden.dtype, s_weight.dtype)
         ctx.mark_non_differentiable(kd_sum, ce_sum)
         return (alpha * ce_sum + (1 - alpha) * kd_sum) / n_tokens, kd_sum, ce_sum
 
     @staticmethod
     def backward(ctx, grad_out: Tensor, _kd: Tensor, _ce: Tensor):  # noqa: ANN001, ANN205
+        _once(ctx)
         grad_h, grad_w = ctx.saved_tensors
         h_dtype, w_dtype = ctx.dtypes
-        # scale in place: no second copy of the weight-sized gradient
-        return grad_h.mul_(grad_out).to(h_dtype), grad_w.mul_(grad_out).to(w_dtype), None, None, None, None
+        return _scaled(grad_h, grad_out, h_dtype), _scaled(grad_w, grad_out, w_dtype), None, None, None, None
 
 
 def fused_kd_loss(student_hidden: Tensor, teacher_hidden: Tensor, student_head: nn.Linear, teacher_head: Callable,

@@ -29,6 +29,15 @@ def _lse(x: Tensor, tmp: Tensor) -> Tensor:
     return top.squeeze(-1) + tmp.sum(-1).log()
 
 
+def _once(ctx) -> None:  # noqa: ANN001
+    """The saved gradients are scaled in place (no second weight-sized copy), so a second backward through the
+    same graph (``retain_graph=True``) would compound the scale: refuse it instead."""
+    if getattr(ctx, "used", False):
+        raise RuntimeError("the fused loss's backward can run once per forward (it scales its saved gradients in "
+                           "place); recompute the loss instead of backward(retain_graph=True) twice")
+    ctx.used = True
+
+
 def applies(head: object) -> bool:
     """True when ``head`` is a plain bias-free ``nn.Linear`` and autograd is recording (and the fused path is
     not switched off with ``SRLM_FUSED_CE=0``, which benchmarks use to measure the generic path)."""
@@ -55,8 +64,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def _run(ctx, hidden: Tensor, weight: Tensor, targets: Tensor, chunk_size: int, vocab_size: int,  # noqa: ANN001
              ignore_index: int, mm_dtype: torch.dtype) -> Tensor:
         w = weight[:vocab_size].to(mm_dtype)  # [V, H]
-        grad_h = torch.zeros_like(hidden, dtype=torch.float32)  # [N, H]
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)  # [V_rows, H]
+        need_h, need_w = ctx.needs_input_grad[:2]  # a frozen head (LoRA) needs no [V, H] gradient at all
+        grad_h = torch.zeros_like(hidden, dtype=torch.float32) if need_h else None  # [N, H]
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         rows = min(chunk_size, hidden.shape[0])
         # one float32 chunk of logits reused by every chunk: fresh [n, V] tensors cost page faults on a CPU
@@ -74,20 +84,26 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad.div_(grad.sum(-1, keepdim=True))  # d loss / d logits = softmax - onehot, zero on ignored rows
             grad.scatter_add_(-1, safe_t[:, None], -torch.ones_like(grad[:, :1]))
             grad *= valid[:, None]
-            grad_mm = grad.to(mm_dtype)
-            grad_h[lo: lo + chunk_size] = (grad_mm @ w).float()
-            # float32 addmm in place: no [V, H] temporaries, and faster on CPU than bf16 + cast + add
-            grad_w[:vocab_size].addmm_(grad.T, h.float())
+            if grad_h is not None:
+                grad_h[lo: lo + chunk_size] = (grad.to(mm_dtype) @ w).float()
+            if grad_w is not None:  # float32 addmm in place: no [V, H] temporaries, faster on CPU than bf16 + add
+                grad_w[:vocab_size].addmm_(grad.T, h.float())
         ctx.save_for_backward(grad_h, grad_w)
         ctx.dtypes = (hidden.dtype, weight.dtype)
         return total
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # noqa: ANN001, ANN205
+        _once(ctx)
         grad_h, grad_w = ctx.saved_tensors
         h_dtype, w_dtype = ctx.dtypes
-        # scale in place: no second copy of the weight-sized gradient
-        return grad_h.mul_(grad_out).to(h_dtype), grad_w.mul_(grad_out).to(w_dtype), None, None, None, None, None
+        return (_scaled(grad_h, grad_out, h_dtype), _scaled(grad_w, grad_out, w_dtype),
+                None, None, None, None, None)
+
+
+def _scaled(grad: Tensor | None, grad_out: Tensor, dtype: torch.dtype) -> Tensor | None:
+    """A saved gradient times the upstream scalar, in place (no second copy of a weight-sized gradient)."""
+    return grad.mul_(grad_out).to(dtype) if grad is not None else None
 
 
 def linear_cross_entropy(hidden: Tensor, head: nn.Linear, targets: Tensor, *, chunk_size: int = 1024,

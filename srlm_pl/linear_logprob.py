@@ -84,9 +84,11 @@ class _LinearLogprob(torch.autograd.Function):
         with torch.autocast(hidden.device.type, enabled=False):
             w = weight[:vocab_size].to(mm_dtype)  # [V, H]
             buf = _Buffers(min(chunk_size, hidden.shape[0]), vocab_size, mm_dtype, hidden.device)
-            grad_h = torch.empty(hidden.shape, dtype=hidden.dtype, device=hidden.device)  # [N, H]
-            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)  # [V_rows, H]
-            grad_w_low = torch.empty((vocab_size, weight.shape[1]), dtype=mm_dtype, device=weight.device)
+            need_h, need_w = ctx.needs_input_grad[:2]  # a frozen head (LoRA): no [V, H] gradient, one product less
+            grad_h = torch.empty(hidden.shape, dtype=hidden.dtype, device=hidden.device) if need_h else None
+            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+            grad_w_low = (torch.empty((vocab_size, weight.shape[1]), dtype=mm_dtype, device=weight.device)
+                          if need_w else None)
             for lo in range(0, hidden.shape[0], chunk_size):
                 sl = slice(lo, lo + chunk_size)
                 h = hidden[sl].to(mm_dtype)
@@ -105,11 +107,14 @@ class _LinearLogprob(torch.autograd.Function):
                 if temperature != 1.0:
                     grad.div_(temperature)
                 low.copy_(grad)
-                grad_h[sl] = (low @ w).to(hidden.dtype)
-                # the weight's gradient in the matmul dtype, accumulated in float32 (at 1024 rows this beat a
-                # float32 addmm_, 105 vs 257 ms per chunk)
-                grad_w[:vocab_size].add_(torch.mm(low.T, h, out=grad_w_low))
-        return grad_h, grad_w.to(weight.dtype), None, None, None, None, None, None
+                if grad_h is not None:
+                    grad_h[sl] = (low @ w).to(hidden.dtype)
+                if grad_w is not None:
+                    # the weight's gradient in the matmul dtype, accumulated in float32 (at 1024 rows this beat a
+                    # float32 addmm_, 105 vs 257 ms per chunk)
+                    grad_w[:vocab_size].add_(torch.mm(low.T, h, out=grad_w_low))
+        return (grad_h, grad_w.to(weight.dtype) if grad_w is not None else None,
+                None, None, None, None, None, None)
 
 
 def linear_token_logprobs(hidden: Tensor, head: nn.Linear, targets: Tensor, *, temperature: float = 1.0,
