@@ -45,8 +45,17 @@ def _base_model(model: nn.Module) -> nn.Module:
 def _has_foreign_hooks(module: nn.Module) -> bool:
     """Forward hooks other than transformers' output-capturing ones (installed by the first forward with
     ``output_hidden_states=True`` and inert unless a capture is active, which a decode step never asks for)."""
+    if hasattr(module, "_hf_hook"):  # accelerate (device_map, offload) wraps forward instead of registering a hook
+        return True
     hooks = [*module._forward_hooks.values(), *module._forward_pre_hooks.values()]
     return any(getattr(h, "__module__", "") != "transformers.utils.output_capturing" for h in hooks)
+
+
+def _global_hooks() -> bool:
+    """Hooks registered for every module (``torch.nn.modules.module.register_module_forward_hook``)."""
+    from torch.nn.modules import module as torch_module
+
+    return bool(torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks)
 
 
 def _linear_weight(linear: nn.Module, dtype: torch.dtype) -> tuple[Tensor, Tensor | None] | None:
@@ -157,7 +166,7 @@ class LeanDecoder:
         if any(t != "full_attention" for t in layer_types) or (
                 config.model_type == "mistral" and getattr(config, "sliding_window", None)):
             return None
-        if any(_has_foreign_hooks(m) for m in base.modules()):
+        if _global_hooks() or any(_has_foreign_hooks(m) for m in base.modules()):
             return None  # accelerate offload, FSDP, user hooks: the HF forward honours them, we would not
         if type(base.get_input_embeddings()) is not nn.Embedding:
             return None

@@ -156,6 +156,18 @@ def test_lora_deltas_are_merged_in_float32_on_a_bf16_base() -> None:
     assert not torch.equal(w, base + delta.to(torch.bfloat16))  # the bf16 sum would round these differently
 
 
+def test_global_and_accelerate_hooks_fall_back() -> None:
+    model = make("llama")
+    assert LeanDecoder.build(model, 4) is not None
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda module, args, out: None)
+    try:
+        assert LeanDecoder.build(model, 4) is None
+    finally:
+        handle.remove()
+    model.model.layers[1].mlp._hf_hook = object()  # what accelerate's add_hook_to_module leaves on a module
+    assert LeanDecoder.build(model, 4) is None
+
+
 def test_transformers_output_capturing_hooks_do_not_disable_the_lean_path() -> None:
     """A training forward with ``output_hidden_states=True`` leaves transformers' (inert) capture hooks on every
     layer; the lean decoder must still be used afterwards (GRPO generates after every training step)."""
