@@ -98,3 +98,10 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def emit(result: dict[str, Any], path: str | None) -> None:
+    """Print a benchmark's result as the final JSON line, and write it to ``path`` when given."""
+    print(json.dumps(result))
+    if path:
+        Path(path).write_text(json.dumps(result, indent=2))

@@ -13,7 +13,6 @@ best of ``--repeats``. With a frozen head no ``[V, H]`` weight gradient is built
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 
@@ -72,10 +71,7 @@ def main() -> None:
           f"torch {torch.__version__}")
     print(bc.table(rows, list(rows[0])))
     result = {"bench": "fused_head", "rows": a.rows, "hidden": a.hidden, "vocab": a.vocab, "results": rows}
-    print(json.dumps(result))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(result, f, indent=2)
+    bc.emit(result, a.json)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import threading
 import time
@@ -121,10 +120,7 @@ def main() -> None:
           f"torch {torch.__version__}, best of {a.repeats}")
     print(bc.table(rows, list(rows[0])))
     result = {"bench": "head_input", "model": spec.name_or_path, "batch": a.batch, "seq": a.seq, "rows": rows}
-    print(json.dumps(result))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(result, f, indent=2)
+    bc.emit(result, a.json)
 
 
 if __name__ == "__main__":
