@@ -11,6 +11,7 @@ from __future__ import annotations
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 
+from srlm_pl.callbacks.checkpoint import ResumeError, check_resume
 from srlm_pl.data.datamodules import BaseDataModule
 from srlm_pl.modules.base import PostTrainingModule
 
@@ -24,7 +25,9 @@ class SRLMCLI(LightningCLI):
     Defaults filled in before instantiation (and saved with the config): a CSV logger under
     ``trainer.default_root_dir`` when no logger is configured, and a ``srlm_pl.callbacks.Checkpoint``
     (``last.ckpt`` in ``<default_root_dir>/checkpoints``) when no checkpoint callback is configured, so
-    ``fit --ckpt_path last`` always resumes.
+    ``fit --ckpt_path last`` finds the interrupted run's checkpoint. Before fit, ``--ckpt_path last`` with no
+    checkpoint there exits with an error naming the folder searched, and a fresh run over an existing
+    ``last.ckpt`` warns that it starts over.
     """
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse parser)
@@ -43,6 +46,12 @@ class SRLMCLI(LightningCLI):
                 "Checkpoint" in str(getattr(cb, "class_path", "")) for cb in callbacks):
             callbacks.append(Namespace(class_path=CHECKPOINT, init_args=Namespace()))
             trainer.callbacks = callbacks
+
+    def before_fit(self) -> None:
+        try:
+            check_resume(self.trainer, self.config_init[self.subcommand].get("ckpt_path"))
+        except ResumeError as err:
+            raise SystemExit(f"error: {err}") from None
 
 
 def check_strategy_fits_accelerator(strategy: object, accelerator: object) -> None:

@@ -3,10 +3,12 @@ checkpoint, changed stages, and invalid stage configs caught before stage 1 star
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from cli_utils import grpo_config, sft_config
@@ -19,6 +21,11 @@ EVAL = {"dataset": "builtin", "builtin": {"num_problems": 4, "seed": 3}, "max_ne
 def _pipeline(path: Path, stages: list[dict], **top) -> Path:
     path.write_text(yaml.safe_dump({"name": "two", "evaluation": EVAL, "stages": stages, **top}))
     return path
+
+
+def _first_logged_step(folder: Path, version: int) -> int:
+    with (folder / "logs" / f"version_{version}" / "metrics.csv").open() as f:
+        return min(int(row["step"]) for row in csv.DictReader(f) if row.get("step"))
 
 
 def _versions(folder: Path) -> int:
@@ -36,7 +43,8 @@ def test_two_stages_chain_skip_on_rerun_and_resume_the_failed_stage(tmp_path: Pa
     with pytest.raises(StageFailed, match=r"(?s)stage 1 \(grpo\) failed.*simulated crash.*Rerun the same command"):
         run_pipeline(load_pipeline(spec), out, launcher="inprocess")
     assert (out / "0_sft" / "stage_done.json").is_file() and not (out / "1_grpo" / "stage_done.json").exists()
-    assert (out / "1_grpo" / "checkpoints" / "last.ckpt").is_file()
+    last = out / "1_grpo" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 2
     sft_versions = _versions(out / "0_sft")
 
     result = run_pipeline(load_pipeline(spec), out, launcher="inprocess")
@@ -46,6 +54,7 @@ def test_two_stages_chain_skip_on_rerun_and_resume_the_failed_stage(tmp_path: Pa
     assert json.loads((out / "1_grpo" / "stage_done.json").read_text())["resumed"] is True
     resumed_cfg = yaml.safe_load((out / "1_grpo" / "logs" / "version_1" / "config.yaml").read_text())
     assert resumed_cfg["ckpt_path"] == "last"
+    assert _first_logged_step(out / "1_grpo", 1) == 2  # continued from the crashed run's step 2, not from 0
     assert resumed_cfg["model"]["init_args"]["policy"]["name_or_path"] == str(out / "0_sft" / "export" / "final")
     assert json.loads((out / "1_grpo" / "export" / "final" / "export_info.json").read_text())["global_step"] == 3
     for name in ("0_sft", "1_grpo"):

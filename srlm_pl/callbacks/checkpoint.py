@@ -3,6 +3,12 @@
 Lightning's ``ModelCheckpoint`` defaults to ``<log_dir>/checkpoints``, and the log dir gets a new
 ``version_N`` on every run: a restarted run would not see the interrupted run's ``last.ckpt``. This
 subclass defaults to ``<trainer.default_root_dir>/checkpoints`` and always keeps ``last.ckpt``.
+
+The default folder must be known *before* ``setup``: ``Trainer.fit(ckpt_path="last")`` looks for
+``last.ckpt`` (through ``ModelCheckpoint._find_last_checkpoints``) before any callback hook runs, so the
+folder is resolved there too, not only in ``setup``. ``check_resume`` is the CLI's guard around it: a
+``--ckpt_path last`` that finds nothing is an error naming the folders searched (Lightning would only warn
+and silently start over), and a fresh run into a folder that already holds ``last.ckpt`` warns once.
 """
 
 from __future__ import annotations
@@ -11,6 +17,11 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_warn
+
+
+class ResumeError(RuntimeError):
+    """``--ckpt_path last`` found no checkpoint; the message names the folders searched."""
 
 
 class Checkpoint(ModelCheckpoint):
@@ -34,7 +45,55 @@ class Checkpoint(ModelCheckpoint):
                          every_n_train_steps=every_n_train_steps, every_n_epochs=every_n_epochs,
                          save_last=save_last)
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+    def resolve_dirpath(self, trainer: L.Trainer) -> Path:
+        """Fix the default folder (``<default_root_dir>/checkpoints``) on first use and return it."""
         if self.dirpath is None:
             self.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
+        return Path(self.dirpath)
+
+    def _find_last_checkpoints(self, trainer: L.Trainer) -> set[str]:
+        # Lightning calls this to resolve ckpt_path="last", before setup: resolve the default folder first.
+        self.resolve_dirpath(trainer)
+        return super()._find_last_checkpoints(trainer)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.resolve_dirpath(trainer)
         super().setup(trainer, pl_module, stage)
+
+
+def checkpoint_dirs(trainer: L.Trainer) -> list[Path]:
+    """The folders the trainer's checkpoint callbacks write to (and ``"last"`` is looked up in)."""
+    dirs = []
+    for cb in trainer.checkpoint_callbacks:
+        if isinstance(cb, Checkpoint):
+            dirs.append(cb.resolve_dirpath(trainer))
+        elif isinstance(cb, ModelCheckpoint):  # a plain ModelCheckpoint resolves its folder from the logger
+            dirs.append(Path(cb.dirpath) if cb.dirpath else Path(trainer.log_dir or trainer.default_root_dir)
+                        / "checkpoints")
+    return dirs
+
+
+def last_checkpoints(trainer: L.Trainer) -> set[str]:
+    """Every ``last*.ckpt`` (file, or folder of shards) that ``fit(ckpt_path="last")`` would choose from."""
+    found: set[str] = set()
+    for cb in trainer.checkpoint_callbacks:
+        if isinstance(cb, ModelCheckpoint):
+            found |= cb._find_last_checkpoints(trainer)
+    return found
+
+
+def check_resume(trainer: L.Trainer, ckpt_path: str | Path | None) -> None:
+    """Refuse ``ckpt_path="last"`` when nothing is there; warn once when a fresh run starts over a checkpoint."""
+    if ckpt_path == "last":
+        if not trainer.checkpoint_callbacks:
+            raise ResumeError("--ckpt_path last: this run has no checkpoint callback (trainer.enable_checkpointing "
+                              "is false), so there is no last checkpoint to resume from")
+        if not last_checkpoints(trainer):
+            searched = ", ".join(str(d) for d in checkpoint_dirs(trainer))
+            raise ResumeError(f"--ckpt_path last: no last.ckpt in {searched}; nothing to resume (drop --ckpt_path "
+                              "to start a fresh run, or point trainer.default_root_dir at the interrupted run)")
+    elif ckpt_path is None and trainer.checkpoint_callbacks:
+        old = sorted(last_checkpoints(trainer))
+        if old:
+            rank_zero_warn(f"{old[0]} is from an earlier run: starting over (its checkpoints will be overwritten); "
+                           "pass --ckpt_path last to resume it instead")

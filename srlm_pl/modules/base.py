@@ -119,6 +119,9 @@ class PostTrainingModule(L.LightningModule):
     def on_fit_start(self) -> None:
         trainable, total = count_parameters(self.model)
         self.print(f"policy {self.policy_spec.name_or_path}: {trainable:,} trainable of {total:,} parameters")
+
+    def on_train_start(self) -> None:
+        # logged here, not in on_fit_start: a resumed run's step counter is restored only by now
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and hasattr(dm, "stats") and self.logger is not None:
             self.logger.log_metrics({k: float(v) for k, v in dm.stats().items()}, step=self.global_step)

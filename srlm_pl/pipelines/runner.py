@@ -12,8 +12,8 @@ Choices and why:
   goes to ``<stage>/stage.log``. ``launcher="inprocess"`` calls the CLI in this process (tests, debugging).
 - **Resumption by marker files.** A finished stage writes ``<stage>/stage_done.json`` with its exact arguments; a
   rerun skips it (and refuses if its arguments changed: pass ``restart_from``). The first unfinished stage
-  restarts with ``--ckpt_path last`` when ``<stage>/checkpoints/last.ckpt`` exists, so a failure in stage k
-  resumes stage k and never redoes stages before it.
+  restarts with ``--ckpt_path last`` when ``<stage>/checkpoints/last.ckpt`` exists (a file, or a folder of sharded
+  checkpoints) and fresh otherwise, so a failure in stage k resumes stage k and never redoes stages before it.
 - **Evaluation** (stages with ``evaluate: true``) runs in this process after the stage trains, on the stage's
   export, into ``<stage>/eval``; it is resumable on its own. The gathered table is ``<out>/pipeline.{md,json}``.
 """
@@ -204,7 +204,7 @@ def run_pipeline(pipe: Pipeline, out: str | Path, *, launcher: Launcher = "subpr
             log.info("stage %d %s: done earlier (%.0f s), skipped", i, stage.name, done["seconds"])
             seconds, status = float(done["seconds"]), "skipped (done earlier)"
         else:
-            resume = (folder / "checkpoints" / "last.ckpt").is_file()
+            resume = (folder / "checkpoints" / "last.ckpt").exists()  # a file, or a folder of FSDP2 shards
             log.info("stage %d %s: %s in %s", i, stage.name, "resuming from last.ckpt" if resume else "training",
                      folder)
             start = time.perf_counter()
