@@ -112,7 +112,7 @@ class LoadReport:
     reasons: list[str] = field(default_factory=list)
 
 
-# Presets for the datasets of ../shared/data (and their hub equivalents in the README).
+# Presets for the datasets of ../shared/data; the same field names fit their hub copies (docs/evaluation.md).
 PRESETS: dict[str, dict[str, Any]] = {
     "gsm8k": dict(question_field="question", solution_field="answer", answer_field=None),
     "math500": dict(question_field="problem", solution_field="solution", answer_field="answer",
