@@ -34,11 +34,48 @@ def _cfg(model: Path | str, **kw) -> EvalConfig:
 
 def _predictions(out: Path) -> dict[tuple[str, int], tuple[str, str]]:
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
-    return {(r["id"], r["sample"]): (r["completion"], r["verdict"]) for r in rows}
+    keyed = {(r["id"], r["sample"]): (r["completion"], r["verdict"]) for r in rows}
+    assert len(keyed) == len(rows), "a sample is on file twice"
+    return keyed
 
 
-def test_predictions_and_summary_files(tiny_dir: Path, tmp_path: Path) -> None:
+class Generated:
+    """Spy on what a run really generates: the problem ids handed to ``harness._score_batch`` and the number of
+    completions ``srlm_pl.generation.generate`` returned (problems x samples). ``take()`` returns and resets."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import srlm_pl.generation as generation
+
+        self.ids: list[str] = []
+        self.completions = 0
+        real_score, real_generate = harness._score_batch, generation.generate
+
+        def score(loaded, batch, *args, **kwargs):
+            self.ids += [r["id"] for r in batch]
+            return real_score(loaded, batch, *args, **kwargs)
+
+        def generate(*args, **kwargs):
+            out = real_generate(*args, **kwargs)
+            self.completions += out.completion_ids.shape[0]
+            return out
+
+        monkeypatch.setattr(harness, "_score_batch", score)
+        monkeypatch.setattr(generation, "generate", generate)  # _score_batch imports it at call time
+
+    def take(self) -> tuple[list[str], int]:
+        out = (sorted(self.ids), self.completions)
+        self.ids, self.completions = [], 0
+        return out
+
+
+@pytest.fixture
+def generated(monkeypatch: pytest.MonkeyPatch) -> Generated:
+    return Generated(monkeypatch)
+
+
+def test_predictions_and_summary_files(tiny_dir: Path, tmp_path: Path, generated: Generated) -> None:
     s = run_evaluation(_cfg(tiny_dir, prompt_style="gsm8k"), tmp_path)
+    assert generated.take() == ([f"gen-{i}" for i in range(6)], 6)
     rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and set(rows[0]) == FIELDS
     assert {r["id"] for r in rows} == {f"gen-{i}" for i in range(6)}
@@ -48,16 +85,27 @@ def test_predictions_and_summary_files(tiny_dir: Path, tmp_path: Path) -> None:
     assert sum(saved["counts"].values()) == 6 and saved["generated_tokens"] == sum(r["tokens"] for r in rows)
     assert saved["prompt_style"] == "gsm8k" and saved["tokens_per_s"] > 0
     assert "| model | dataset | problems | accuracy |" in (tmp_path / "summary.md").read_text()
+    expected = {(r["id"], r["sample"]): (r["completion"], r["verdict"]) for r in rows}
     again = run_evaluation(_cfg(tiny_dir, prompt_style="gsm8k"), tmp_path)  # everything done: nothing regenerated
-    assert _predictions(tmp_path) == {(r["id"], r["sample"]): (r["completion"], r["verdict"]) for r in rows}
+    assert generated.take() == ([], 0)
+    assert _predictions(tmp_path) == expected
     assert again["accuracy"] == s["accuracy"] and again["generated_tokens"] == s["generated_tokens"]
+    # two problems' rows deleted from the file: exactly those two are regenerated (greedy: the same text)
+    lines = (tmp_path / "predictions.jsonl").read_text().splitlines(True)
+    (tmp_path / "predictions.jsonl").write_text("".join(x for x in lines if json.loads(x)["id"] not in
+                                                        ("gen-1", "gen-4")))
+    run_evaluation(_cfg(tiny_dir, prompt_style="gsm8k"), tmp_path)
+    assert generated.take() == (["gen-1", "gen-4"], 2)
+    assert _predictions(tmp_path) == expected
 
 
-def test_resume_after_torn_write_and_mid_run_exception_equals_uninterrupted(tiny_dir: Path, tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_after_torn_write_and_mid_run_exception_equals_uninterrupted(
+        tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, generated: Generated) -> None:
     sampled = {"n": 3, "k": [1, 3], "temperature": 1.0, "seed": 5}
+    everything = [f"gen-{i}" for i in range(6)]
     straight = tmp_path / "straight"
     full = run_evaluation(_cfg(tiny_dir, **sampled), straight)
+    assert generated.take() == (everything, 18)
     expected = _predictions(straight)
     assert len(expected) == 18 and len({c for c, _ in expected.values()}) > 1  # sampled, not all equal
 
@@ -67,13 +115,17 @@ def test_resume_after_torn_write_and_mid_run_exception_equals_uninterrupted(tiny
     shutil.copy(straight / "run.json", torn / "run.json")
     lines = (straight / "predictions.jsonl").read_text().splitlines(True)
     (torn / "predictions.jsonl").write_text("".join(lines[:7]) + lines[7][: len(lines[7]) // 2])
+    kept = {json.loads(x)["id"] for x in lines[:6]}
+    assert len(kept) == 2 and json.loads(lines[6])["id"] not in kept
     resumed = run_evaluation(_cfg(tiny_dir, batch_size=4, **sampled), torn)  # another batch size: same samples
+    # the 2 complete problems are kept; the one with 1 of 3 samples on file and the 3 absent ones are redone
+    assert generated.take() == (sorted(set(everything) - kept), 4 * 3)
     assert _predictions(torn) == expected
     assert resumed["pass@k"] == full["pass@k"] and resumed["maj@k"] == full["maj@k"]
 
     # 2) an exception after the first batch: that batch is on file, the rerun does the rest
     crashed = tmp_path / "crashed"
-    real, calls = harness._score_batch, []
+    real, calls = harness._score_batch, []  # the spy
 
     def flaky(*args, **kwargs):
         if calls:
@@ -84,19 +136,28 @@ def test_resume_after_torn_write_and_mid_run_exception_equals_uninterrupted(tiny
     monkeypatch.setattr(harness, "_score_batch", flaky)
     with pytest.raises(KeyboardInterrupt):
         run_evaluation(_cfg(tiny_dir, **sampled), crashed)
-    assert len(_predictions(crashed)) == 6  # one batch of 2 problems x 3 samples
+    first, n_first = generated.take()
+    assert len(first) == 2 and n_first == 6
+    assert {pid for pid, _ in _predictions(crashed)} == set(first)  # one batch of 2 problems x 3 samples
     monkeypatch.setattr(harness, "_score_batch", real)
     run_evaluation(_cfg(tiny_dir, **sampled), crashed)
+    assert generated.take() == (sorted(set(everything) - set(first)), 4 * 3)  # only the rest
     assert _predictions(crashed) == expected
 
 
-def test_limit_extends_and_settings_mismatch_is_refused(tiny_dir: Path, tmp_path: Path) -> None:
+def test_limit_extends_and_settings_mismatch_is_refused(tiny_dir: Path, tmp_path: Path,
+                                                       generated: Generated) -> None:
     run_evaluation(_cfg(tiny_dir, limit=3), tmp_path)
+    assert generated.take() == (["gen-0", "gen-1", "gen-2"], 3)
     s = run_evaluation(_cfg(tiny_dir, limit=6), tmp_path)  # a larger --limit resumes the quick look
+    assert generated.take() == (["gen-3", "gen-4", "gen-5"], 3)  # only the new problems
     assert s["problems"] == 6 and len(_predictions(tmp_path)) == 6
     with pytest.raises(EvalError, match="max_new_tokens: was 6, now 9"):
         run_evaluation(_cfg(tiny_dir, max_new_tokens=9), tmp_path)
+    assert generated.take() == ([], 0)
     assert run_evaluation(_cfg(tiny_dir, max_new_tokens=9, limit=2), tmp_path, overwrite=True)["problems"] == 2
+    assert generated.take() == (["gen-0", "gen-1"], 2)  # --overwrite discards the 6 on file
+    assert len(_predictions(tmp_path)) == 2
     with pytest.raises(EvalError, match="needs sampling"):
         run_evaluation(_cfg(tiny_dir, n=4), tmp_path / "x")
     with pytest.raises(EvalError, match="k must be in 1..n"):

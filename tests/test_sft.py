@@ -1,10 +1,12 @@
+import math
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
 from cli_utils import fit, logged, sft_config
 from srlm_pl.data.datamodules import SFTDataModule
-from srlm_pl.data.sources import BuiltinProblems, DataSource
+from srlm_pl.data.sources import BuiltinProblems, DataSource, load_rows
 from srlm_pl.models import ModelSpec, TinyConfig
 from srlm_pl.modules.sft import SFTModule
 
@@ -67,33 +69,69 @@ def test_gradients_are_freed_right_after_each_optimizer_step(tmp_path) -> None:
     assert probe.after_batch == [False, False, False]
 
 
-def test_resume_after_a_crash_continues_the_same_trajectory(tmp_path) -> None:
-    """Crash at step 9 (last checkpoint at step 8); resume with --ckpt_path last; the losses of steps 8-13,
-    which cross the epoch boundary at step 10, equal those of an uninterrupted run."""
-    straight = tmp_path / "straight"
-    fit(sft_config(straight, max_steps=14, every=4))
-    crashed = tmp_path / "crashed"
-    cfg = sft_config(crashed, max_steps=14, every=4,
-                     extra_callbacks=[{"class_path": "crash_callback.CrashAtStep", "init_args": {"step": 9}}])
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        fit(cfg)
-    assert (crashed / "checkpoints" / "last.ckpt").is_file()
-    fit(sft_config(crashed, max_steps=14, every=4), "--ckpt_path", "last")
-    expected, resumed = logged(straight, "train/loss"), logged(crashed, "train/loss")
-    assert sorted(expected) == list(range(14)) and sorted(resumed) == list(range(14))
-    for step in range(14):
-        assert resumed[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
 
 
-def test_lora_sft_with_generation_validation(tmp_path) -> None:
+def test_lora_sft_with_generation_validation(tmp_path, tiny_tokenizer, monkeypatch) -> None:
+    """val/accuracy is the verifier-scored share of the first ``num_prompts`` validation prompts, each judged
+    against its own gold: the real greedy decoder runs through the LoRA model, then its completions are replaced
+    by scripted ones whose verdicts are known (validation rows 0 and 2 right, row 1 wrong: 2/3)."""
+    import srlm_pl.generation as generation
+
+    val_rows, _ = load_rows(DataSource(builtin=BuiltinProblems(num_problems=8, seed=2)), need=("question", "answer"))
+    gold = [r["answer"] for r in val_rows]
+    scripted = {val_rows[0]["question"]: f"So the total is {gold[0]}.\n#### {gold[0]}",
+                val_rows[1]["question"]: f"#### {int(gold[1]) + 1}",
+                val_rows[2]["question"]: f"The answer is $\\boxed{{{gold[2]}}}$.",
+                val_rows[3]["question"]: f"#### {gold[3]}"}  # never asked for: num_prompts is 3
+    real, calls = generation.generate, []
+
+    def generate(model, prompts, sampling, **kwargs):
+        out = real(model, prompts, sampling, **kwargs)  # the LoRA model really decodes
+        texts = []
+        for p in prompts:
+            question = next(q for q in scripted if q in tiny_tokenizer.decode(p))
+            texts.append(scripted[question])
+        calls.append((len(prompts), sampling.temperature, sampling.max_new_tokens, out.completion_ids.shape[0]))
+        ids = [tiny_tokenizer(t, add_special_tokens=False)["input_ids"] + [tiny_tokenizer.eos_token_id]
+               for t in texts]
+        width = max(len(i) for i in ids)
+        completion = torch.full((len(ids), width), tiny_tokenizer.pad_token_id, dtype=torch.long)
+        for row, i in enumerate(ids):
+            completion[row, : len(i)] = torch.tensor(i)
+        lengths = torch.tensor([len(i) for i in ids])
+        mask = (torch.arange(width)[None] < lengths[:, None]).long()
+        return out._replace(completion_ids=completion, completion_mask=mask, lengths=lengths,
+                            truncated=torch.zeros(len(ids), dtype=torch.bool))
+
+    monkeypatch.setattr(generation, "generate", generate)
     fit(sft_config(tmp_path, max_steps=3, lora={"r": 4, "alpha": 8, "dropout": 0.0},
-                   val_generation={"num_prompts": 4, "max_new_tokens": 8}))
-    acc = logged(tmp_path, "val/accuracy")
-    assert len(acc) == 1 and 0.0 <= next(iter(acc.values())) <= 1.0
+                   val_generation={"num_prompts": 3, "max_new_tokens": 8}))
+    assert calls == [(3, 0.0, 8, 3)]  # one validation run: 3 prompts (of a batch of 4), greedy, 8 tokens
+    assert logged(tmp_path, "val/accuracy") == {2: pytest.approx(2 / 3)}
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "export" / "final")
     assert not any("lora" in k for k in merged.state_dict())
 
 
-def test_packed_sft_runs_and_counts_tokens(tmp_path) -> None:
-    fit(sft_config(tmp_path, max_steps=2, packing=True))
-    assert len(logged(tmp_path, "train/loss")) == 2
+def test_packed_sft_counts_every_completion_token_once_per_epoch(tmp_path, tiny_tokenizer) -> None:
+    """Packing at max_length 192: the 40 training examples (52..60 tokens each) go 3 to a row, so an epoch is
+    ceil(40 / 3) = 14 rows = 4 steps of 4 rows (unpacked it would be 10 steps); over that epoch the logged
+    ``train/completion_tokens`` add up to the completion tokens (solution + EOS) counted here from the raw rows."""
+    rows, _ = load_rows(DataSource(builtin=BuiltinProblems(num_problems=40, seed=1)), need=("question", "solution"))
+    tok = tiny_tokenizer
+    lengths, completion_tokens = [], 0
+    for r in rows:
+        prompt = tok.apply_chat_template([{"role": "user", "content": r["question"]}], tokenize=False,
+                                         add_generation_prompt=True)
+        n_completion = len(tok(r["solution"], add_special_tokens=False)["input_ids"]) + 1  # + EOS
+        lengths.append(len(tok(prompt, add_special_tokens=False)["input_ids"]) + n_completion)
+        completion_tokens += n_completion
+    assert 3 * max(lengths) <= 192 < 4 * min(lengths)  # exactly 3 examples fit a row
+    steps_per_epoch = math.ceil(math.ceil(40 / 3) / 4)
+    assert steps_per_epoch == 4 and completion_tokens > 40 * 10
+
+    fit(sft_config(tmp_path, max_steps=steps_per_epoch + 1, packing=True), "--data.init_args.max_length", "192")
+    tokens, epoch = logged(tmp_path, "train/completion_tokens"), logged(tmp_path, "epoch")
+    assert sorted(tokens) == list(range(steps_per_epoch + 1))
+    assert [epoch[s] for s in sorted(tokens)] == [0] * steps_per_epoch + [1]  # the second epoch begins at step 4
+    assert sum(tokens[s] for s in range(steps_per_epoch)) == completion_tokens
+    assert len(logged(tmp_path, "train/loss")) == steps_per_epoch + 1

@@ -111,8 +111,26 @@ def test_hub_id_offline_error_says_how_to_use_local_files(monkeypatch: pytest.Mo
 
 
 def test_shared_presets_load_real_data(shared_data: Path) -> None:
+    """Each preset maps the real file's fields: row counts, and the first row's id, question and gold answer as
+    read by hand from the JSONL (GSM8K's gold comes from ``#### N``; SVAMP joins Body and Question; float answers
+    lose their ``.0``)."""
+    first = {
+        "gsm8k": ("0", "18", "Janet\u2019s ducks lay 16 eggs per day.", "at the farmers' market?"),
+        "math500": ("test/precalculus/807.json", "\\left( 3, \\frac{\\pi}{2} \\right)", "Convert the point $(0,3)$",
+                    "0 \\le \\theta < 2 \\pi.$"),
+        "svamp": ("chal-777", "145", "There are 87 oranges and 290 bananas",
+                  "organized into 93 groups. How big is each group of bananas?"),
+        "amc23": ("0", "27", "Cities $A$ and $B$ are $45$ miles apart.", "when they meet?"),
+        "aime24": ("60", "204", "Every morning Aya goes for a $9$-kilometer-long walk", "spent in the coffee shop."),
+    }
     for name, split, n in [("gsm8k", "test", 1319), ("math500", "test", 500), ("svamp", "test", 1000),
                            ("amc23", "test", 40), ("aime24", "test", 30)]:
         rows, report = load_rows(preset_source(name, shared_data, split), need=("question", "answer"))
         assert report.kept == n and report.skipped == 0, name
         assert all(r["answer"] for r in rows)
+        assert len({r["id"] for r in rows}) == n, name  # ids are unique
+        pid, answer, start, end = first[name]
+        assert (rows[0]["id"], rows[0]["answer"]) == (pid, answer), name
+        assert rows[0]["question"].startswith(start) and rows[0]["question"].endswith(end), name
+    gsm, _ = load_rows(preset_source("gsm8k", shared_data, "test"), need=("question", "solution", "answer"))
+    assert {r["answer"] for r in gsm if r["id"] in ("146", "201")} == {"2125", "114200"}  # "#### 2,125" etc.
