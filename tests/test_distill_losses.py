@@ -5,6 +5,7 @@ for backward."""
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,12 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from srlm_pl.fused_kd import _FusedKD
 from srlm_pl.losses import chunked_kd_loss
 
 sys.path.insert(0, str(Path(__file__).parent))
 from distill_teacher import one_thread  # noqa: E402
 
 N, HS, HT, V, VS = 13, 6, 10, 21, 19  # rows, student/teacher width, head rows (padded), tokenizer vocab
+FUSED_NODE = _FusedKD._backward_cls  # the autograd node of the fused KD Function
 
 
 @pytest.fixture(autouse=True)
@@ -68,11 +71,16 @@ def _setup(seed: int = 0):
 @pytest.mark.parametrize("beta", [0.0, 1.0, 0.3])
 @pytest.mark.parametrize("tau", [1.0, 0.5, 3.0])
 @pytest.mark.parametrize("alpha", [0.0, 0.4])
-def test_chunked_kd_with_masked_targets_matches_float64_reference(beta, tau, alpha):
+@pytest.mark.parametrize("path", ["fused", "generic"])
+def test_chunked_kd_with_masked_targets_matches_float64_reference(beta, tau, alpha, path):
+    """Both dispatch targets of ``chunked_kd_loss``: the fused Function (a plain ``nn.Linear`` student head) and
+    the generic checkpointed chunks (any other callable head)."""
     s_hidden, t_hidden, s_head, t_head, targets = _setup()
     h = s_hidden.clone().requires_grad_()
-    loss, metrics = chunked_kd_loss(h, t_hidden, s_head, t_head, targets, beta=beta, temperature=tau, alpha=alpha,
+    head = s_head if path == "fused" else (lambda x: s_head(x))
+    loss, metrics = chunked_kd_loss(h, t_hidden, head, t_head, targets, beta=beta, temperature=tau, alpha=alpha,
                                     chunk_size=4, vocab_size=VS)
+    assert isinstance(loss.grad_fn, FUSED_NODE) == (path == "fused")
     loss.backward()
 
     h64 = s_hidden.double().requires_grad_()
@@ -123,20 +131,30 @@ def test_no_full_vocabulary_logits_are_saved_for_backward():
     s_hidden = torch.randn(n, h, generator=g, requires_grad=True)
     t_hidden = torch.randn(n, 2 * h, generator=g)
     targets = torch.randint(0, v, (n,), generator=g)
-    saved: list[int] = []
+    saved: list[tuple[tuple[int, ...], torch.dtype]] = []
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        saved.append(t.numel() * t.element_size())
+        saved.append((tuple(t.shape), t.dtype))
         return t
+
+    def saved_bytes() -> int:
+        return sum(math.prod(shape) * dtype.itemsize for shape, dtype in saved)
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):  # a callable head: the generic path
         loss, _ = chunked_kd_loss(s_hidden, t_hidden, lambda x: s_head(x), t_head, targets, beta=0.5,
                                   temperature=1.0, alpha=0.5, chunk_size=32)
-    assert sum(saved) < n * v * 4 / 50  # one [n, V] float32 logits tensor would be n*v*4 bytes
+    assert not isinstance(loss.grad_fn, FUSED_NODE)
+    assert saved and saved_bytes() < n * v * 4 / 50  # one [n, V] float32 logits tensor would be n*v*4 bytes
+    assert all(v not in shape for shape, _ in saved)  # not even one chunk of logits
     loss.backward()
     assert torch.isfinite(s_hidden.grad).all()
     saved.clear()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):  # a plain Linear head: the fused path
-        chunked_kd_loss(s_hidden, t_hidden, s_head, t_head, targets, beta=0.5, temperature=1.0, alpha=0.5,
-                        chunk_size=32)
-    assert sum(saved) <= (n + v) * h * 4 * 1.01  # only the gradients of the hidden states and the head
+        fused, _ = chunked_kd_loss(s_hidden, t_hidden, s_head, t_head, targets, beta=0.5, temperature=1.0,
+                                   alpha=0.5, chunk_size=32)
+    assert isinstance(fused.grad_fn, FUSED_NODE)
+    # exactly the float32 gradients of the hidden states [n, h] and of the head [v, h], nothing else (the
+    # generic path saves its chunk inputs instead)
+    assert saved == [((n, h), torch.float32), ((v, h), torch.float32)]
+    assert saved_bytes() == (n + v) * h * 4
+    torch.testing.assert_close(fused, loss)

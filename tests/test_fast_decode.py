@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+from collections import Counter
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from srlm_pl.fast_decode import LeanDecoder
@@ -39,6 +42,35 @@ def make(kind: str, seed: int = 0) -> torch.nn.Module:
 def run(model, lean: bool, seed: int | None = None, **kw):
     g = [torch.Generator().manual_seed(seed + i) for i in range(len(PROMPTS))] if seed is not None else None
     return generate(model, PROMPTS, SamplingConfig(**kw), eos_token_ids=[], pad_token_id=0, generator=g, lean=lean)
+
+
+def _onednn_packed_linear() -> bool:
+    """Whether this torch build runs oneDNN's packed bf16 linear, probed here independently of fast_decode's own
+    (cached) check, so a broken check in the code under test cannot turn the prepacking tests into skips."""
+    try:
+        w, x = torch.randn(8, 16).bfloat16(), torch.randn(3, 16).bfloat16()
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, 3)
+        return torch.equal(torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], ""), F.linear(x, w))
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+
+
+ONEDNN = torch.backends.mkldnn.is_available() and _onednn_packed_linear()
+needs_onednn = pytest.mark.skipif(not ONEDNN, reason="this torch build has no oneDNN packed bf16 linear "
+                                  "(torch.ops.mkldnn._reorder_linear_weight / _linear_pointwise), so there is "
+                                  "nothing to prepack")
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the operators that reach the kernels (after autocast), by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        self.ops[str(func.overloadpacket)] += 1
+        return func(*args, **(kwargs or {}))
 
 
 def count_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -209,7 +241,11 @@ def test_bf16_autocast_distribution_matches_the_hf_forward() -> None:
         out = model(input_ids=ids, attention_mask=mask, use_cache=True)
         decoder = LeanDecoder.build(model, 4)
         qkv = decoder.layers[0].qkv
-        assert decoder.cdtype == torch.bfloat16 and (qkv.packed is not None or qkv.weight.dtype == torch.bfloat16)
+        assert decoder.cdtype == torch.bfloat16
+        if ONEDNN:  # the weights must then be prepacked (test_bf16_weights_are_prepacked_for_onednn)
+            assert qkv.packed is not None and qkv.weight is None
+        else:
+            assert qkv.packed is None and qkv.weight.dtype == torch.bfloat16
         assert decoder.load_cache(out.past_key_values, 1, capacity=10) and decoder.k[0].dtype == torch.bfloat16
         seq, tvs, previous = ids, [], None
         for token in (40, 41, 42):
@@ -222,6 +258,36 @@ def test_bf16_autocast_distribution_matches_the_hf_forward() -> None:
                 assert 0.5 * (p_ref - previous).abs().sum().item() > 0.2  # the tolerance is meaningful
             previous = p_ref
     assert max(tvs) < 0.03, tvs
+
+
+@needs_onednn
+@pytest.mark.parametrize("kind", ["qwen2", "llama-bias"])
+def test_bf16_weights_are_prepacked_for_onednn(kind: str) -> None:
+    """Under bf16 autocast on a CPU with oneDNN, every product of the decode step (q/k/v, o, gate/up, down and the
+    head) runs on a weight prepacked for the decode batch: only packed copies are held, the step calls oneDNN's
+    packed linear and no plain matmul, and each packed product equals ``F.linear`` on the bf16 weight exactly."""
+    model = make(kind)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(input_ids=ids, use_cache=True)
+        decoder = LeanDecoder.build(model, 4)
+        linears = [*(getattr(layer, name) for layer in decoder.layers for name in ("qkv", "o", "gate_up", "down")),
+                   decoder.head]
+        assert all(lin.packed is not None and lin.weight is None for lin in linears)
+        attn, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
+        h = torch.randn(4, COMMON["hidden_size"]).bfloat16()
+        qkv_w = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).bfloat16()
+        qkv_b = (torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]).bfloat16()
+                 if attn.q_proj.bias is not None else None)
+        assert torch.equal(decoder.layers[0].qkv(h), F.linear(h, qkv_w, qkv_b))
+        x = torch.randn(4, COMMON["intermediate_size"]).bfloat16()
+        down_b = mlp.down_proj.bias.bfloat16() if mlp.down_proj.bias is not None else None
+        assert torch.equal(decoder.layers[0].down(x), F.linear(x, mlp.down_proj.weight.bfloat16(), down_b))
+        assert decoder.load_cache(out.past_key_values, 4, capacity=8)
+        with OpCounter() as counter:
+            decoder.step(torch.tensor([9, 10, 11, 12]), torch.tensor([4, 4, 4, 4]), torch.ones(4, 5, dtype=torch.long))
+    assert counter.ops["mkldnn._linear_pointwise"] == len(linears)
+    assert not {"aten.mm", "aten.addmm", "aten.linear"} & set(counter.ops)
 
 
 def test_cache_capacity_is_enforced() -> None:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
+import weakref
+from collections import Counter
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 import srlm_pl.generation as gen
+from srlm_pl.fast_decode import LeanDecoder
 from srlm_pl.generation import GenerationOutput, SamplingConfig, generate, top_k_filter, top_p_filter
 
 PROMPTS = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
@@ -33,11 +38,41 @@ def model() -> Qwen2ForCausalLM:
 
 
 def run(model, prompts=PROMPTS, eos=(), seed=None, **kw) -> GenerationOutput:
-    opts = {k: kw.pop(k) for k in ("decode", "use_cache", "sync_ranks") if k in kw}
+    opts = {k: kw.pop(k) for k in ("decode", "use_cache", "sync_ranks", "lean") if k in kw}
     g = torch.Generator().manual_seed(seed) if seed is not None else None
     return generate(
         model, prompts, SamplingConfig(**kw), eos_token_ids=list(eos), pad_token_id=PAD, generator=g, **opts
     )
+
+
+def spy_forwards(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """``(input_ids shape, logits shape)`` of every HF forward of a Qwen2ForCausalLM. The class's ``forward`` is
+    wrapped rather than a module hook registered: hooks make ``LeanDecoder.build`` fall back to the HF loop, which
+    is what these tests must be able to tell apart."""
+    calls: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+    original = Qwen2ForCausalLM.forward
+
+    @functools.wraps(original)  # keeps the signature generate() inspects (logits_to_keep, cache)
+    def forward(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        calls.append((tuple(kwargs["input_ids"].shape), tuple(out.logits.shape)))
+        return out
+
+    monkeypatch.setattr(Qwen2ForCausalLM, "forward", forward)
+    return calls
+
+
+def spy_lean_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Row counts of every ``LeanDecoder.step`` (the lean decode path)."""
+    steps: list[int] = []
+    original = LeanDecoder.step
+
+    def step(self, token, position, mask):
+        steps.append(token.shape[0])
+        return original(self, token, position, mask)
+
+    monkeypatch.setattr(LeanDecoder, "step", step)
+    return steps
 
 
 def assert_same(a: GenerationOutput, b: GenerationOutput) -> None:
@@ -71,21 +106,16 @@ def test_seeded_sampling_deterministic_and_cache_matches_no_cache(model):
     assert len({tuple(r) for r in rows(a)[:3]}) > 1  # samples in a group differ
 
 
-def test_group_expansion_prefills_each_prompt_once(model):
-    calls = []
-    hooks = [
-        model.model.embed_tokens.register_forward_hook(lambda m, i, o: calls.append(("embed", i[0].shape))),
-        model.lm_head.register_forward_hook(lambda m, i, o: calls.append(("head", i[0].shape))),
-    ]
-    try:
-        out = run(model, temperature=0.0, num_samples=3, max_new_tokens=4)
-    finally:
-        for h in hooks:
-            h.remove()
-    assert calls[0] == ("embed", torch.Size([3, 5])) and calls[1] == ("head", torch.Size([3, 1, 64]))
-    assert calls[2] == ("embed", torch.Size([9, 1]))  # decode steps on N = B * G rows
-    assert len(calls) == 2 * 4  # prefill + 3 decode steps
-    single = run(model, temperature=0.0, max_new_tokens=4)
+@pytest.mark.parametrize("lean", [True, False])
+def test_group_expansion_prefills_each_prompt_once(model, monkeypatch, lean):
+    forwards, steps = spy_forwards(monkeypatch), spy_lean_steps(monkeypatch)
+    out = run(model, temperature=0.0, num_samples=3, max_new_tokens=4, lean=lean)
+    prefill = ((3, 5), (3, 1, 300))  # the B = 3 distinct prompts once, logits of the last position only
+    if lean:  # 3 decode steps on N = B * G rows in the lean decoder, no further HF forward
+        assert forwards == [prefill] and steps == [9] * 3
+    else:  # the HF loop: the expanded cache decodes N = B * G rows per step
+        assert forwards == [prefill] + [((9, 1), (9, 1, 300))] * 3 and steps == []
+    single = run(model, temperature=0.0, max_new_tokens=4, lean=lean)
     for i in range(3):
         for j in range(3):
             assert torch.equal(out.prompt_ids[3 * i + j], single.prompt_ids[i])
@@ -237,14 +267,13 @@ def test_sync_ranks_keeps_stepping_while_another_rank_runs(model, monkeypatch):
     monkeypatch.setattr(gen.dist, "is_initialized", lambda: True)
     monkeypatch.setattr(gen.dist, "get_backend", lambda: "gloo")
     monkeypatch.setattr(gen.dist, "all_reduce", fake_all_reduce)
-    calls = []
-    hook = model.model.embed_tokens.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
-    try:
-        synced = run(model, eos=[eos], temperature=0.0, max_new_tokens=10, sync_ranks=True)
-        unsynced = run(model, prompts=[PROMPTS[0]], eos=[eos], temperature=0.0, max_new_tokens=10)
-    finally:
-        hook.remove()
-    assert len(reduced) == 9 and len(calls) == 10 + 1  # synced: all 10 steps; unsynced: prefill only
+    forwards, steps = spy_forwards(monkeypatch), spy_lean_steps(monkeypatch)
+    synced = run(model, eos=[eos], temperature=0.0, max_new_tokens=10, sync_ranks=True)
+    assert len(reduced) == 9 and len(forwards) == 1 and steps == [3] * 9  # all 10 steps, 9 of them lean
+    forwards.clear()
+    steps.clear()
+    unsynced = run(model, prompts=[PROMPTS[0]], eos=[eos], temperature=0.0, max_new_tokens=10)
+    assert len(forwards) == 1 and steps == []  # prefill only: the lone row stopped at its first token
     assert_same(synced, local)
     assert unsynced.lengths.tolist() == [1]
 
@@ -285,14 +314,44 @@ def test_zero_probability_tokens_are_never_drawn():
     assert abs((draws[0::2] == 1).double().mean().item() - 0.5) < 0.02
 
 
-def test_autocast_decoding_restores_frozen_flags_and_matches(model):
-    """Under bf16 autocast the decode loop turns on the weight-cast cache (frozen weights included, flags
-    restored); the tokens equal decoding under a plain autocast context."""
+class WeightCasts(TorchDispatchMode):
+    """Counts the float32 -> bfloat16 copies made of the given parameters (autocast's casts reach the kernels as
+    ``_to_copy``; a cast served from autocast's cache does not) and keeps weak references to the copies."""
+
+    def __init__(self, params: list[tuple[str, torch.nn.Parameter]]) -> None:
+        super().__init__()
+        self.names = {p.data_ptr(): name for name, p in params}
+        self.casts: Counter[str] = Counter()
+        self.copies: list[weakref.ref] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        out = func(*args, **(kwargs or {}))
+        if func is torch.ops.aten._to_copy.default and out.dtype == torch.bfloat16:
+            name = self.names.get(args[0].data_ptr()) if args[0].dtype == torch.float32 else None
+            if name is not None:
+                self.casts[name] += 1
+                self.copies.append(weakref.ref(out))
+        return out
+
+
+def test_autocast_decoding_casts_each_weight_once_and_restores_frozen_flags(model):
+    """Under a bf16 autocast without cache (Lightning's), ``generate`` turns autocast's weight-cast cache on for
+    the call, frozen fp32 weights included: over the prefill and 4 HF decode forwards each linear weight is cast
+    to bf16 once, not once per forward, the cached copies are released when the call ends and the
+    ``requires_grad`` flags are restored. Tokens equal decoding under the plain autocast context."""
     frozen = copy.deepcopy(model).requires_grad_(False)
+    assert frozen.lm_head.weight.data_ptr() != frozen.model.embed_tokens.weight.data_ptr()  # untied head
+    weights = [(n, p) for n, p in frozen.named_parameters() if n.endswith("proj.weight") or n == "lm_head.weight"]
+    assert len(weights) == 2 * 7 + 1
     cfg = SamplingConfig(max_new_tokens=5, temperature=0.0)
     with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
-        cached = generate(frozen, PROMPTS, cfg, eos_token_ids=[], pad_token_id=PAD)
+        with WeightCasts(weights) as cached_casts:
+            cached = generate(frozen, PROMPTS, cfg, eos_token_ids=[], pad_token_id=PAD, lean=False)
+        assert cached_casts.casts == {name: 1 for name, _ in weights}
+        assert all(copy_() is None for copy_ in cached_casts.copies)  # the cache was cleared after the call
     assert not any(p.requires_grad for p in frozen.parameters())
-    with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
-        plain = gen._generate(frozen, PROMPTS, cfg, [], PAD, None, None, True, False, 8, torch.device("cpu"))
+    with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False), WeightCasts(weights) as plain_casts:
+        plain = gen._generate(frozen, PROMPTS, cfg, [], PAD, None, None, True, False, 8, torch.device("cpu"),
+                              lean=False)
+    assert plain_casts.casts == {name: 5 for name, _ in weights}  # the probe: uncached, one cast per forward
     assert torch.equal(cached.completion_ids, plain.completion_ids)

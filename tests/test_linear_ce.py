@@ -4,8 +4,23 @@ import pytest
 import torch
 from torch import nn
 
-from srlm_pl.linear_ce import applies, linear_cross_entropy
+from srlm_pl.linear_ce import _LinearCrossEntropy, applies, linear_cross_entropy
 from srlm_pl.losses import chunked_cross_entropy
+
+FUSED_NODE = _LinearCrossEntropy._backward_cls  # the autograd node of the fused Function
+
+
+def saved_tensors(fn):
+    """``fn()``'s result and the (shape, dtype) of every tensor its autograd graph saves for backward."""
+    saved: list[tuple[tuple[int, ...], torch.dtype]] = []
+
+    def pack(t):
+        saved.append((tuple(t.shape), t.dtype))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, saved
 
 
 def _reference(hidden, weight, targets, vocab):
@@ -23,6 +38,7 @@ def test_value_and_gradients_match_float64(chunk: int) -> None:
     targets = torch.randint(0, vocab, (n,))
     targets[[2, 5]] = -100
     loss, count = linear_cross_entropy(hidden, head, targets, chunk_size=chunk, vocab_size=vocab)
+    assert isinstance(loss.grad_fn, FUSED_NODE)
     (2.5 * loss).backward()
     ref_h = hidden.detach().double().requires_grad_()
     ref_w = head.weight.detach().double().requires_grad_()
@@ -35,7 +51,7 @@ def test_value_and_gradients_match_float64(chunk: int) -> None:
     assert head.weight.grad[vocab:].abs().sum() == 0  # padding rows get no gradient
 
 
-def test_dispatch_and_agreement_with_the_generic_path() -> None:
+def test_dispatch_and_agreement_with_the_generic_path(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(1)
     head = nn.Linear(6, 15, bias=False)
     hidden = torch.randn(9, 6, requires_grad=True)
@@ -43,14 +59,26 @@ def test_dispatch_and_agreement_with_the_generic_path() -> None:
     assert applies(head) and not applies(nn.Linear(6, 15))
     with torch.no_grad():
         assert not applies(head)
-    fused, _ = chunked_cross_entropy(hidden, head, targets, chunk_size=4)
+    # a plain bias-free Linear under autograd: the fused Function ran, and it saved only the two gradients
+    # ([N, H] and [V, H] float32); the generic path saves checkpointed chunk inputs instead
+    (fused, _), saved = saved_tensors(lambda: chunked_cross_entropy(hidden, head, targets, chunk_size=4))
+    assert isinstance(fused.grad_fn, FUSED_NODE)
+    assert saved == [((9, 6), torch.float32), ((15, 6), torch.float32)]
     fused.backward()
     g_fused = hidden.grad.clone()
     hidden.grad = None
-    generic, _ = chunked_cross_entropy(hidden, lambda x: head(x), targets, chunk_size=4)  # a callable: generic path
+    (generic, _), saved = saved_tensors(lambda: chunked_cross_entropy(hidden, lambda x: head(x), targets,
+                                                                      chunk_size=4))  # a callable: generic path
+    assert not isinstance(generic.grad_fn, FUSED_NODE)
+    assert ((4, 6), torch.float32) in saved  # the checkpointed hidden chunks
     generic.backward()
     assert fused.item() == pytest.approx(generic.item(), rel=1e-6)
     torch.testing.assert_close(g_fused, hidden.grad)
+    monkeypatch.setenv("SRLM_FUSED_CE", "0")  # the benchmarks' switch: the same plain head takes the generic path
+    assert not applies(head)
+    off, _ = chunked_cross_entropy(hidden, head, targets, chunk_size=4)
+    assert not isinstance(off.grad_fn, FUSED_NODE)
+    assert off.item() == pytest.approx(generic.item(), rel=1e-6)
 
 
 def test_bf16_autocast_is_close_to_float32() -> None:

@@ -128,33 +128,44 @@ def test_vocab_size_slicing_changes_normaliser():
 
 
 def test_chunked_ce_saves_no_full_logits_for_backward():
-    n, v, h, chunk = 2048, 50_000, 64, 256
+    from srlm_pl.linear_ce import _LinearCrossEntropy
+
+    n, v, h, chunk = 512, 8192, 16, 64
     head = make_head(h, v)
     hidden = torch.randn(n, h, requires_grad=True)
     targets = torch.randint(0, v, (n,))
-    saved: list[int] = []
+    saved: list[tuple[tuple[int, ...], torch.dtype]] = []
 
     def pack(t):
-        saved.append(t.numel() * t.element_size())
+        saved.append((tuple(t.shape), t.dtype))
         return t
+
+    def saved_bytes() -> int:
+        return sum(math.prod(shape) * dtype.itemsize for shape, dtype in saved)
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss, _ = chunked_cross_entropy(hidden, lambda x: head(x), targets, chunk_size=chunk)  # generic path
-    assert sum(saved) < n * v * 4 / 100  # the naive path would save >= n*v*4 bytes of logits
+    assert not isinstance(loss.grad_fn, _LinearCrossEntropy._backward_cls)
+    assert saved and saved_bytes() < n * v * 4 / 100  # the naive path would save >= n*v*4 bytes of logits
+    assert all(v not in shape for shape, _ in saved)  # not even one chunk of logits
     loss.backward()
     assert hidden.grad.shape == (n, h) and torch.isfinite(hidden.grad).all()
 
-    # The fused path (a plain nn.Linear head) saves only the gradients of hidden and weight: (n + v) * h floats.
+    # The fused path (a plain nn.Linear head) ran and saved exactly the gradients of hidden and weight, float32
+    # [n, h] and [v, h]: (n + v) * h floats, nothing else (the generic path saves chunk inputs instead).
     saved.clear()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        chunked_cross_entropy(hidden, head, targets, chunk_size=chunk)
-    assert sum(saved) <= (n + v) * h * 4 * 1.01
+        fused, _ = chunked_cross_entropy(hidden, head, targets, chunk_size=chunk)
+    assert isinstance(fused.grad_fn, _LinearCrossEntropy._backward_cls)
+    assert saved == [((n, h), torch.float32), ((v, h), torch.float32)]
+    assert saved_bytes() == (n + v) * h * 4
+    torch.testing.assert_close(fused, loss)
 
     # Sanity check of the probe itself: an unchunked CE (smaller n) does save full-size logits.
     saved.clear()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         torch.nn.functional.cross_entropy(head(hidden[:64]), targets[:64])
-    assert sum(saved) >= 64 * v * 4
+    assert saved_bytes() >= 64 * v * 4
 
 
 # ---------------------------------------------------------------- KD
