@@ -39,12 +39,26 @@ def rollout(order: list[int]) -> tuple[torch.Tensor, ...]:
 
 
 def logp_and_grads(model, batch, share: bool, with_entropy: bool = False):
+    """Log-probs, entropy, gradients of a weighted sum, and the ``input_ids`` shape of every model forward."""
     model.zero_grad(set_to_none=True)
+    forwards: list[tuple[int, ...]] = []
+    hook = model.register_forward_pre_hook(lambda m, args, kwargs: forwards.append(tuple(kwargs["input_ids"].shape)),
+                                           with_kwargs=True)
     weights = torch.linspace(0.5, 2.0, batch[2].numel(), dtype=torch.float64).view(batch[2].shape)
-    logp, ent = completion_logprobs(model, *batch, chunk_size=5, with_entropy=with_entropy, share_prompt=share)
+    try:
+        logp, ent = completion_logprobs(model, *batch, chunk_size=5, with_entropy=with_entropy, share_prompt=share)
+    finally:
+        hook.remove()
     loss = (logp * weights).sum() + (ent.sum() if ent is not None else 0.0)
     loss.backward()
-    return logp.detach(), ent, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return logp.detach(), ent, grads, forwards
+
+
+def shared_forwards(batch) -> list[tuple[int, ...]]:
+    """The forwards of the shared path: the 3 distinct prompts once ``[3, P]``, then every row's completion on top
+    of its prompt's cache ``[B, C]``."""
+    return [(3, batch[0].shape[1]), tuple(batch[2].shape)]
 
 
 def test_prompt_groups_finds_repeated_prompts() -> None:
@@ -59,34 +73,44 @@ def test_prompt_groups_finds_repeated_prompts() -> None:
 def test_shared_prompt_matches_concatenated_forward(order: list[int]) -> None:
     model = tiny_model()
     batch = rollout(order)
-    ref_logp, _, ref_grads = logp_and_grads(model, batch, share=False)
-    logp, _, grads = logp_and_grads(model, batch, share=True)
+    ref_logp, _, ref_grads, ref_forwards = logp_and_grads(model, batch, share=False)
+    logp, _, grads, forwards = logp_and_grads(model, batch, share=True)
+    # the arms ran different code: one forward over prompt + completion, against each prompt once then completions
+    assert ref_forwards == [(7, batch[0].shape[1] + batch[2].shape[1])]
+    assert forwards == shared_forwards(batch)
     assert (logp[batch[3] == 0] == 0).all()  # padding positions stay exactly zero
     assert (ref_logp[batch[3] == 1] < 0).all()
     torch.testing.assert_close(logp, ref_logp, rtol=1e-12, atol=1e-12)
     assert ref_grads.keys() == grads.keys() and len(grads) > 0
     for name, g in ref_grads.items():
         assert (grads[name] - g).abs().max() <= 1e-5 * g.abs().max(), name
-    prompt_rows = ref_grads["model.embed_tokens.weight"][5:15]  # the prompt tokens get gradient through the cache
-    assert prompt_rows.abs().max() > 1e-2 * ref_grads["model.embed_tokens.weight"].abs().max()
+    # the prompt tokens (ids 5..14, never in a completion) get their gradient through the shared KV cache: the
+    # shared arm's own prompt rows are non-zero and match the concatenated forward's, row by row
+    embed, ref_embed = grads["model.embed_tokens.weight"], ref_grads["model.embed_tokens.weight"]
+    prompt_rows, ref_prompt_rows = embed[5:15], ref_embed[5:15]
+    assert (prompt_rows.abs().amax(-1) > 1e-2 * embed.abs().max()).all()
+    assert ((prompt_rows - ref_prompt_rows).abs().amax(-1) <= 1e-5 * ref_prompt_rows.abs().amax(-1)).all()
 
 
 def test_shared_prompt_entropy_matches() -> None:
     model = tiny_model(1)
     batch = rollout([0, 1, 2, 3, 4, 5, 6])
-    _, ref_ent, ref_grads = logp_and_grads(model, batch, share=False, with_entropy=True)
-    _, ent, grads = logp_and_grads(model, batch, share=True, with_entropy=True)
+    _, ref_ent, ref_grads, ref_forwards = logp_and_grads(model, batch, share=False, with_entropy=True)
+    _, ent, grads, forwards = logp_and_grads(model, batch, share=True, with_entropy=True)
+    assert len(ref_forwards) == 1 and forwards == shared_forwards(batch)
     torch.testing.assert_close(ent.detach(), ref_ent.detach(), rtol=1e-12, atol=1e-12)
     g, ref = grads["model.embed_tokens.weight"], ref_grads["model.embed_tokens.weight"]
     assert (g - ref).abs().max() <= 1e-5 * ref.abs().max()
+    assert (g[5:15].abs().amax(-1) > 1e-2 * g.abs().max()).all()  # the entropy's gradient reaches the prompt too
 
 
 def test_gradient_checkpointing_falls_back_to_concatenated_forward() -> None:
     model = tiny_model()
     batch = rollout([0, 1, 2, 3, 4, 5, 6])
-    ref_logp, _, ref_grads = logp_and_grads(model, batch, share=False)
+    ref_logp, _, ref_grads, _ = logp_and_grads(model, batch, share=False)
     model.gradient_checkpointing_enable()
-    logp, _, grads = logp_and_grads(model, batch, share=True)
+    logp, _, grads, forwards = logp_and_grads(model, batch, share=True)
+    assert forwards == [(7, batch[0].shape[1] + batch[2].shape[1])]  # one concatenated forward, no shared prompt
     torch.testing.assert_close(logp, ref_logp, rtol=1e-12, atol=1e-12)
     for name, g in ref_grads.items():  # the concatenated forward again: float64-exact, not float32-close
         torch.testing.assert_close(grads[name], g, rtol=1e-9, atol=1e-12, msg=name)
