@@ -14,7 +14,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from srlm_pl.generation import SamplingConfig, generate
+from srlm_pl.generation.engine import SamplingConfig, generate
 
 
 class SampleCompletions(Callback):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from srlm_pl import _deprecated
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -22,12 +24,14 @@ _EXPORTS = {
     "BaseDataModule": "srlm_pl.data.datamodules",
     "DataSource": "srlm_pl.data.sources",
     "PromptTemplate": "srlm_pl.data.templates",
-    "ModelSpec": "srlm_pl.models",
-    "LoRAConfig": "srlm_pl.models",
+    "ModelSpec": "srlm_pl.models.loading",
+    "LoRAConfig": "srlm_pl.models.loading",
     "HFExport": "srlm_pl.callbacks.export",
 }
 
 __all__ = sorted(_EXPORTS)
+
+_deprecated.install()  # old module paths (srlm_pl.rollout, srlm_pl.teacher, ...) still import, with a warning
 
 
 def __getattr__(name: str) -> Any:

@@ -61,17 +61,17 @@ AGGREGATIONS: tuple[str, ...] = ("grpo", "bnpo", "dr_grpo", "dapo")
 _DEFAULT_CHUNK_ELEMENTS = 1 << 26
 
 
-def _check_positive(name: str, value: float) -> None:
+def check_positive(name: str, value: float) -> None:
     if not value > 0:
         raise ValueError(f"{name} must be > 0, got {value}")
 
 
-def _check_unit(name: str, value: float) -> None:
+def check_unit(name: str, value: float) -> None:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {value}")
 
 
-def _check_chunk(chunk_size: int) -> None:
+def check_chunk(chunk_size: int) -> None:
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
 
@@ -107,7 +107,7 @@ def selective_log_softmax(logits: Tensor, targets: Tensor, *, chunk_size: int | 
     if flat.shape[0] == 0:
         return torch.zeros(targets.shape, dtype=torch.float32, device=logits.device)
     rows = chunk_size if chunk_size is not None else max(1, _DEFAULT_CHUNK_ELEMENTS // vocab)
-    _check_chunk(rows)
+    check_chunk(rows)
     out = [
         _maybe_checkpoint(_row_logp, flat[lo : lo + rows], flat_t[lo : lo + rows])
         for lo in range(0, flat.shape[0], rows)
@@ -127,15 +127,10 @@ def chunked_cross_entropy(
     """Summed next-token NLL of ``head(hidden[N, H])`` against ``targets[N]`` -> ``(loss_sum, n_tokens)``.
 
     ``loss_sum`` is a float32 scalar (sum, not mean, so callers normalise over accumulation / ranks);
-    ``n_tokens`` counts targets != ``ignore_index``. A plain bias-free ``nn.Linear`` head under autograd takes
-    the fused path of ``srlm_pl.linear_ce`` (analytic gradient, no recomputation); same values and gradients.
+    ``n_tokens`` counts targets != ``ignore_index``. This is the generic path (any head callable);
+    ``srlm_pl.ops.chunked_cross_entropy`` sends a plain ``nn.Linear`` head to the fused kernel instead.
     """
-    _check_chunk(chunk_size)
-    from srlm_pl import linear_ce
-
-    if linear_ce.applies(head):
-        return linear_ce.linear_cross_entropy(hidden, head, targets, chunk_size=chunk_size, vocab_size=vocab_size,
-                                              ignore_index=ignore_index)
+    check_chunk(chunk_size)
 
     def chunk_nll(h: Tensor, t: Tensor) -> Tensor:
         logits = _head_logits(head, h, vocab_size)  # [n, V]
@@ -161,18 +156,11 @@ def chunked_token_logprobs(
     """Per-token ``log softmax(head(hidden) / temperature)[target]`` -> ``(logp[N], entropy[N] | None)``.
 
     The entropy (of the same tempered distribution, in nats) keeps its graph so it can serve as a bonus term.
-    Every target must be a valid token id (pad ids are fine: mask them later). A plain bias-free ``nn.Linear``
-    head under autograd takes the fused path of ``srlm_pl.linear_logprob`` (analytic backward); same values and
-    gradients.
+    Every target must be a valid token id (pad ids are fine: mask them later). This is the generic path;
+    ``srlm_pl.ops.chunked_token_logprobs`` sends a plain ``nn.Linear`` head to the fused kernel instead.
     """
-    _check_chunk(chunk_size)
-    _check_positive("temperature", temperature)
-    from srlm_pl import linear_logprob
-
-    if linear_logprob.applies(head) and hidden.shape[0] > 0:
-        return linear_logprob.linear_token_logprobs(hidden, head, targets, temperature=temperature,
-                                                    chunk_size=chunk_size, vocab_size=vocab_size,
-                                                    with_entropy=with_entropy)
+    check_chunk(chunk_size)
+    check_positive("temperature", temperature)
 
     def chunk_logp(h: Tensor, t: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         logp_all = (_head_logits(head, h, vocab_size) / temperature).log_softmax(-1)  # [n, V]
@@ -209,8 +197,8 @@ def generalized_jsd(
     Both logits are divided by ``temperature`` before the float32 log-softmax; the result is multiplied by
     ``temperature ** 2``.
     """
-    _check_unit("beta", beta)
-    _check_positive("temperature", temperature)
+    check_unit("beta", beta)
+    check_positive("temperature", temperature)
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(
             f"student_logits {tuple(student_logits.shape)} and teacher_logits {tuple(teacher_logits.shape)} "
@@ -226,6 +214,17 @@ def generalized_jsd(
         m_log = torch.logaddexp(s_log + math.log1p(-beta), t_log + math.log(beta))  # M = beta*T + (1-beta)*S
         per_token = beta * _kl(t_log, m_log) + (1.0 - beta) * _kl(s_log, m_log)
     return per_token * temperature**2  # [...]
+
+
+def check_kd_inputs(student_hidden: Tensor, teacher_hidden: Tensor, targets: Tensor, *, beta: float, alpha: float,
+                    temperature: float, chunk_size: int) -> None:
+    """The argument checks of ``chunked_kd_loss`` (shared with its fused kernel's dispatch)."""
+    check_chunk(chunk_size)
+    check_unit("beta", beta)
+    check_unit("alpha", alpha)
+    check_positive("temperature", temperature)
+    if student_hidden.shape[0] != teacher_hidden.shape[0] or student_hidden.shape[0] != targets.shape[0]:
+        raise ValueError("student_hidden, teacher_hidden and targets must have the same number of rows N")
 
 
 def chunked_kd_loss(
@@ -249,20 +248,11 @@ def chunked_kd_loss(
     both heads run inside one checkpoint, so backward recomputes the teacher logits too: one extra teacher
     head matmul buys O(chunk_size x V) peak memory instead of O(N x V).
     Metrics: ``loss``, ``kd``, ``ce`` (means), ``kd_sum``, ``ce_sum``, ``n_tokens`` for re-normalisation.
+    This is the generic path; ``srlm_pl.ops.chunked_kd_loss`` sends a plain ``nn.Linear`` student head to the
+    fused kernel instead.
     """
-    _check_chunk(chunk_size)
-    _check_unit("beta", beta)
-    _check_unit("alpha", alpha)
-    _check_positive("temperature", temperature)
-    if student_hidden.shape[0] != teacher_hidden.shape[0] or student_hidden.shape[0] != targets.shape[0]:
-        raise ValueError("student_hidden, teacher_hidden and targets must have the same number of rows N")
-    from srlm_pl import fused_kd
-
-    if fused_kd.applies(student_head):  # plain Linear head under autograd: analytic gradient, no recompute
-        return fused_kd.fused_kd_loss(student_hidden, teacher_hidden, student_head, teacher_head, targets,
-                                      beta=beta, temperature=temperature, alpha=alpha, chunk_size=chunk_size,
-                                      vocab_size=vocab_size, ignore_index=ignore_index)
-
+    check_kd_inputs(student_hidden, teacher_hidden, targets, beta=beta, alpha=alpha, temperature=temperature,
+                    chunk_size=chunk_size)
     def chunk_losses(s_h: Tensor, t_h: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         s_logits = _head_logits(student_head, s_h, vocab_size)  # [n, V]
         with torch.no_grad():

@@ -22,7 +22,7 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from srlm_pl.models import ModelSpec, load_tokenizer
+    from srlm_pl.models.loading import ModelSpec, load_tokenizer
 
     return load_tokenizer(ModelSpec())
 

@@ -43,7 +43,7 @@ def _train_and_export(out: Path, steps: int, batch_size: int, lr: float) -> Path
     from srlm_pl.data.collate import PadCollator, tokenize_sft
     from srlm_pl.data.sources import BuiltinProblems, DataSource, load_rows
     from srlm_pl.data.templates import PromptTemplate
-    from srlm_pl.models import ModelSpec, export_hf, load_model, load_tokenizer
+    from srlm_pl.models.loading import ModelSpec, export_hf, load_model, load_tokenizer
 
     spec = ModelSpec()
     tokenizer = load_tokenizer(spec)

@@ -76,7 +76,7 @@ def test_unknown_class_path_is_a_clear_error(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_hub_model_offline_fails_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from srlm_pl.models import ModelLoadError
+    from srlm_pl.models.loading import ModelLoadError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = sft_config(tmp_path)

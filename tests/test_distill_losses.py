@@ -6,18 +6,14 @@ for backward."""
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import torch
 
-from srlm_pl.fused_kd import _FusedKD
-from srlm_pl.losses import chunked_kd_loss
-
-sys.path.insert(0, str(Path(__file__).parent))
 from distill_teacher import one_thread  # noqa: E402
+from srlm_pl.ops import chunked_kd_loss
+from srlm_pl.ops.fused_kd import _FusedKD
 
 N, HS, HT, V, VS = 13, 6, 10, 21, 19  # rows, student/teacher width, head rows (padded), tokenizer vocab
 FUSED_NODE = _FusedKD._backward_cls  # the autograd node of the fused KD Function

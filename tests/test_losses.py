@@ -7,16 +7,8 @@ import math
 import pytest
 import torch
 
-from srlm_pl.losses import (
-    aggregate,
-    chunked_cross_entropy,
-    chunked_kd_loss,
-    chunked_token_logprobs,
-    generalized_jsd,
-    grpo_policy_loss,
-    kl_k3,
-    selective_log_softmax,
-)
+from srlm_pl.losses import aggregate, generalized_jsd, grpo_policy_loss, kl_k3, selective_log_softmax
+from srlm_pl.ops import chunked_cross_entropy, chunked_kd_loss, chunked_token_logprobs
 
 
 def ref_log_softmax(logits: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
@@ -128,7 +120,7 @@ def test_vocab_size_slicing_changes_normaliser():
 
 
 def test_chunked_ce_saves_no_full_logits_for_backward():
-    from srlm_pl.linear_ce import _LinearCrossEntropy
+    from srlm_pl.ops.linear_ce import _LinearCrossEntropy
 
     n, v, h, chunk = 512, 8192, 16, 64
     head = make_head(h, v)

@@ -7,6 +7,8 @@ Each run is a real `python -m srlm_pl fit` subprocess: Lightning launches the se
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import subprocess
 import sys
@@ -31,7 +33,15 @@ def _set_batch(config: Path, batch_size: int) -> Path:
     return config
 
 
-def _fit(config: Path, strategy: str | None = None, devices: int = 1, *extra: str, ok: bool = True) -> None:
+def _add_callbacks(config: Path, callbacks: list[dict]) -> Path:
+    cfg = yaml.safe_load(config.read_text())
+    cfg["trainer"]["callbacks"] = cfg["trainer"].get("callbacks", []) + callbacks
+    config.write_text(yaml.safe_dump(cfg))
+    return config
+
+
+def _fit(config: Path, strategy: str | None = None, devices: int = 1, *extra: str,
+         ok: bool = True) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "srlm_pl", "fit", "--config", str(config)]
     if strategy:
         cmd += ["--config", str(ROOT / "configs" / "strategies" / f"{strategy}.yaml"),
@@ -42,6 +52,7 @@ def _fit(config: Path, strategy: str | None = None, devices: int = 1, *extra: st
         assert proc.returncode == 0, proc.stderr[-4000:]
     else:
         assert proc.returncode != 0
+    return proc
 
 
 def _assert_same(expected: dict[int, float], got: dict[int, float], what: str) -> None:
@@ -60,10 +71,15 @@ def test_sft_ddp_fsdp2_match_one_process_and_fsdp2_resumes_under_another_world_s
     # FSDP2 on 2 processes crashes at step 5 (last checkpoint: step 4, a folder of 2 shards) ...
     sharded = tmp_path / "fsdp2"
     crash = [{"class_path": "crash_callback.CrashAtStep", "init_args": {"step": 5}}]
-    _fit(_set_batch(sft_config(sharded, max_steps=6, every=2, extra_callbacks=crash), 4), "fsdp2", 2, ok=False)
+    crashed = _fit(_set_batch(sft_config(sharded, max_steps=6, every=2, extra_callbacks=crash), 4), "fsdp2", 2,
+                   ok=False)
+    assert "simulated crash at step 5" in crashed.stderr, crashed.stderr[-4000:]  # the crash, not another failure
     assert (sharded / "checkpoints" / "last.ckpt").is_dir()
     # ... and resumes on ONE process with the same global batch: the checkpoint is resharded on load
     _fit(_set_batch(sft_config(sharded, max_steps=6, every=2), 8), "fsdp2", 1, "--ckpt_path", "last")
+    with (sharded / "logs" / "version_1" / "metrics.csv").open() as f:
+        resumed_steps = sorted({int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss")})
+    assert resumed_steps == [4, 5]  # continued from the sharded step-4 checkpoint, not from step 0
     _assert_same(expected, logged(sharded, "train/loss"), "fsdp2 2 processes -> resumed on 1")
 
 
@@ -89,8 +105,22 @@ def test_distill_ddp_fsdp2_match_one_process(tmp_path: Path, tmp_path_factory: p
     runs = {}
     for name, strategy, batch in [("single", None, 8), ("ddp", "ddp", 4), ("fsdp2", "fsdp2", 4)]:
         root = tmp_path / name
-        _fit(distill_config(root, teacher, max_steps=4, batch_size=batch), strategy, 2 if strategy else 1)
+        probe = {"class_path": "parallel_probe.ShardProbe", "init_args": {"out": str(root / "probe"),
+                                                                           "target": "teacher"}}
+        _fit(_add_callbacks(distill_config(root, teacher, max_steps=4, batch_size=batch), [probe]), strategy,
+             2 if strategy else 1)
         runs[name] = root
+    # each rank wrote what its teacher was at the start of training: under FSDP2 every parameter is a DTensor
+    # holding its rank's shard (the two shards add up to the teacher), under DDP a full plain copy
+    sharded = [json.loads((runs["fsdp2"] / "probe" / f"teacher_rank{r}.json").read_text()) for r in range(2)]
+    replicated = [json.loads((runs["ddp"] / "probe" / f"teacher_rank{r}.json").read_text()) for r in range(2)]
+    full = replicated[0]["full_numel"]
+    for rank, (fsdp2, ddp) in enumerate(zip(sharded, replicated, strict=True)):
+        assert fsdp2["dtensor"] == fsdp2["num_params"] > 0 and fsdp2["requires_grad"] == 0, (rank, fsdp2)
+        assert fsdp2["full_numel"] == full and 0 < fsdp2["local_numel"] < full, (rank, fsdp2)
+        assert fsdp2["forwards"] >= 4, (rank, fsdp2)  # the sharded teacher ran (one forward per step)
+        assert ddp["dtensor"] == 0 and ddp["local_numel"] == full and ddp["forwards"] >= 4, (rank, ddp)
+    assert sum(s["local_numel"] for s in sharded) == full
     for key in ["train/loss", "train/kd"]:
         expected = logged(runs["single"], key)
         for name in ("ddp", "fsdp2"):

@@ -67,7 +67,8 @@ def _loss_step(variant: str, a: argparse.Namespace):
     import torch
     import torch.nn.functional as F
 
-    from srlm_pl.losses import chunked_kd_loss, generalized_jsd
+    from srlm_pl.losses import generalized_jsd
+    from srlm_pl.ops import chunked_kd_loss
 
     g = torch.Generator().manual_seed(0)
     dev = torch.device(a.device)
@@ -108,7 +109,7 @@ def _pair_step(variant: str, a: argparse.Namespace):
     import torch
 
     from srlm_pl.losses import generalized_jsd
-    from srlm_pl.models import ModelSpec
+    from srlm_pl.models.loading import ModelSpec
     from srlm_pl.modules.distill import DistillModule
 
     module = DistillModule(policy=ModelSpec(name_or_path=a.pair_dir, layer_stride=2, dtype="float32"),

@@ -20,9 +20,9 @@ import bench_common as bc
 import torch
 from torch import Tensor, nn
 
-from srlm_pl.linear_ce import linear_cross_entropy
-from srlm_pl.linear_logprob import linear_token_logprobs
-from srlm_pl.losses import chunked_kd_loss
+from srlm_pl.ops import chunked_kd_loss
+from srlm_pl.ops.linear_ce import linear_cross_entropy
+from srlm_pl.ops.linear_logprob import linear_token_logprobs
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Before/after of the generation optimisations that GRPO and on-policy distillation rely on, in one process:
 
 1. sampling a token from ``[rows, vocab]`` probabilities: ``torch.multinomial``, the exponential race
-   (``argmax(p / E)``, E ~ Exp(1); srlm_pl's earlier sampler) and the inverse CDF that ``srlm_pl.generation``
+   (``argmax(p / E)``, E ~ Exp(1); srlm_pl's earlier sampler) and the inverse CDF that ``srlm_pl.generation.engine``
    uses now (one uniform per row, float64 cumulative sums); all three are exact categorical draws;
 2. greedy decoding, SmolLM2-135M-Instruct under bf16 autocast with fp32 weights, GSM8K-length prompts:
    ``use_cache=False`` (recompute the whole sequence every step), the HF forward with its KV cache
@@ -30,7 +30,7 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
 
-from srlm_pl.generation import categorical  # noqa: E402
+from srlm_pl.generation.engine import categorical  # noqa: E402
 
 
 def best_of(fn: Any, repeats: int) -> float:
@@ -73,9 +73,8 @@ def _prompts(tokenizer: Any, n: int) -> list[list[int]]:
 
 def bench_decode(rows: int, new_tokens: int, prompts_sampled: int, group: int, skip_recompute: bool,
                  repeats: int) -> list[dict[str, Any]]:
-    from srlm_pl import fast_decode
-    from srlm_pl.generation import SamplingConfig, generate
-    from srlm_pl.models import ModelSpec, load_model, load_tokenizer
+    from srlm_pl.generation.engine import SamplingConfig, fast_decode, generate
+    from srlm_pl.models.loading import ModelSpec, load_model, load_tokenizer
 
     spec = ModelSpec(name_or_path=str(bc.SMOLLM2))
     tokenizer = load_tokenizer(spec)

@@ -56,7 +56,7 @@ def worker(a: argparse.Namespace) -> None:
     from srlm_pl.data.datamodules import PromptDataModule
     from srlm_pl.data.sources import BuiltinProblems, DataSource
     from srlm_pl.data.templates import PromptTemplate
-    from srlm_pl.models import ModelSpec
+    from srlm_pl.models.loading import ModelSpec
     from srlm_pl.modules.grpo import GRPOModule
     from srlm_pl.optim import AdamW, WarmupConstant
     from srlm_pl.verifiers.rewards import AccuracyReward

@@ -11,7 +11,7 @@ resident memory of each call sampled by a thread every 0.5 ms (median over the r
 * ``linear``: ``F.linear`` of a ``[B, 1, H]`` slice of ``[B, T, H]`` with the model's LM head weight, strided
   vs ``.contiguous()``;
 * ``teacher``: the distillation teacher's forward (``srlm_pl.modules.distill.teacher_hidden_states``, which asks
-  for ``logits_to_keep=1``) with the contiguity hook (``srlm_pl.head_input``) switched off vs on.
+  for ``logits_to_keep=1``) with the contiguity hook (``srlm_pl.models.forward``) switched off vs on.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 import srlm_pl.modules.distill as distill
-from srlm_pl.models import ModelSpec, load_model, load_tokenizer
+from srlm_pl.models.loading import ModelSpec, load_model, load_tokenizer
 
 
 class Peak:

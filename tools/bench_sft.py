@@ -35,7 +35,7 @@ TINYQWEN = {"hidden_size": 256, "num_layers": 4, "num_heads": 4, "num_kv_heads":
 
 
 def _spec(workload: str) -> Any:
-    from srlm_pl.models import ModelSpec, TinyConfig
+    from srlm_pl.models.loading import ModelSpec, TinyConfig
 
     if workload.startswith("tiny-"):
         return ModelSpec()

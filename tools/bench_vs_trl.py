@@ -39,7 +39,7 @@ def distill_worker(a: argparse.Namespace) -> None:
     from srlm_pl.data.datamodules import SFTDataModule
     from srlm_pl.data.sources import DataSource
     from srlm_pl.data.templates import PromptTemplate
-    from srlm_pl.models import ModelSpec
+    from srlm_pl.models.loading import ModelSpec
     from srlm_pl.modules.distill import DistillModule
     from srlm_pl.optim import AdamW, WarmupConstant
 

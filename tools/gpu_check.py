@@ -28,10 +28,11 @@ from typing import Any
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from srlm_pl.generation import SamplingConfig, generate
-from srlm_pl.logprobs import completion_logprobs
-from srlm_pl.losses import chunked_cross_entropy, chunked_kd_loss, grpo_policy_loss
-from srlm_pl.modules.base import hidden_states
+from srlm_pl.generation.engine import SamplingConfig, generate
+from srlm_pl.losses import grpo_policy_loss
+from srlm_pl.models.forward import hidden_states
+from srlm_pl.ops import chunked_cross_entropy, chunked_kd_loss
+from srlm_pl.rl.logprobs import completion_logprobs
 
 VOCAB = 151_936
 SHAPES = {

@@ -244,7 +244,7 @@ class Sampler:
     def __call__(self, chunk: list[dict[str, Any]], seed: int) -> list[PromptResult]:
         import torch
 
-        from srlm_pl.generation import generate
+        from srlm_pl.generation.engine import generate
         from srlm_pl.modules.distill import eos_ids
 
         tok, k = self.tokenizer, self.sampling.num_samples
@@ -264,9 +264,9 @@ def load_sampler(args: argparse.Namespace) -> Sampler:
     import torch
 
     from srlm_pl.data.templates import PromptTemplate
-    from srlm_pl.generation import SamplingConfig
-    from srlm_pl.models import ModelSpec
-    from srlm_pl.teacher import load_teacher, place_teacher
+    from srlm_pl.generation.engine import SamplingConfig
+    from srlm_pl.kd.teacher import load_teacher, place_teacher
+    from srlm_pl.models.loading import ModelSpec
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else "cpu" if args.device == "auto" else args.device)

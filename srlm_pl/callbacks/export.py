@@ -17,7 +17,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from srlm_pl.models import export_hf, load_model
+from srlm_pl.models.loading import export_hf, load_model
 
 
 class HFExport(Callback):

@@ -31,7 +31,7 @@ from srlm_pl.data.collate import (
 from srlm_pl.data.sampling import ResumableDataLoader, ResumableSampler
 from srlm_pl.data.sources import DataSource, LoadReport, load_rows
 from srlm_pl.data.templates import PromptTemplate
-from srlm_pl.models import ModelSpec, load_tokenizer
+from srlm_pl.models.loading import ModelSpec, load_tokenizer
 
 log = logging.getLogger(__name__)
 Split = Literal["train", "val", "test"]

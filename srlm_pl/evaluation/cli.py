@@ -24,7 +24,7 @@ from srlm_pl.evaluation.datasets import DATASETS
 from srlm_pl.evaluation.harness import EvalConfig, run_evaluation
 from srlm_pl.evaluation.predictions import EvalError
 from srlm_pl.evaluation.prompts import STYLE_CHOICES
-from srlm_pl.models import ModelLoadError
+from srlm_pl.models.loading import ModelLoadError
 
 
 def build_parser() -> argparse.ArgumentParser:

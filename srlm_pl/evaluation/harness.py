@@ -3,7 +3,7 @@ predictions → summary.
 
 Choices: batches are formed from the problems still to do, sorted by prompt length (less padding); a problem's
 samples come from its own random generator seeded by ``(seed, problem id)``, so results do not depend on batch
-size, batch composition or on where an interrupted run resumed. Generation is ``srlm_pl.generation.generate``
+size, batch composition or on where an interrupted run resumed. Generation is ``srlm_pl.generation.engine.generate``
 (the same KV-cache sampler as GRPO and validation; greedy at ``temperature: 0``), optionally under bf16 autocast
 with fp32 weights (``precision: bf16``). Answers are checked by ``srlm_pl.verifiers.verify_batch`` (deadline per
 answer: ``timeout``). Predictions are appended and fsync'ed after every batch (see ``predictions.py``).
@@ -108,7 +108,7 @@ def _settings(cfg: EvalConfig, data: EvalSet, style: PromptStyle) -> dict[str, A
 
 def _score_batch(loaded: LoadedModel, batch: list[dict[str, Any]], prompts: list[list[int]], texts: list[str],
                  cfg: EvalConfig, sampling: Any, device: torch.device) -> list[dict[str, Any]]:
-    from srlm_pl.generation import generate
+    from srlm_pl.generation.engine import generate
     from srlm_pl.verifiers import normalize, verify_batch
 
     gens = None
@@ -140,7 +140,7 @@ def _score_batch(loaded: LoadedModel, batch: list[dict[str, Any]], prompts: list
 def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, overwrite: bool = False,
                    loaded: LoadedModel | None = None) -> dict[str, Any]:
     """Evaluate ``cfg.model`` on ``cfg.dataset`` into ``out_dir``; resumes from its predictions file."""
-    from srlm_pl.generation import SamplingConfig
+    from srlm_pl.generation.engine import SamplingConfig
 
     cfg.check()
     check_model_path(cfg.model, cfg.run_config)  # before any work

@@ -23,7 +23,7 @@ import torch
 import yaml
 from torch import nn
 
-from srlm_pl.models import TINY, LoRAConfig, ModelLoadError, ModelSpec, TinyConfig, load_model, load_tokenizer
+from srlm_pl.models.loading import TINY, LoRAConfig, ModelLoadError, ModelSpec, TinyConfig, load_model, load_tokenizer
 
 
 def _tied(model: nn.Module) -> bool:

@@ -20,8 +20,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 
-from srlm_pl.head_input import contiguous_head_input
-from srlm_pl.models import ModelSpec, count_parameters, load_model, load_tokenizer
+from srlm_pl.models.loading import ModelSpec, count_parameters, load_model, load_tokenizer
 from srlm_pl.optim import AdamW, WarmupCosine
 
 SchedulerCallable = Callable[[Optimizer, int], LRScheduler]
@@ -40,26 +39,6 @@ class ValGeneration:
     num_prompts: int = 64
     max_new_tokens: int = 256
     timeout: float = 1.0
-
-
-def hidden_states(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
-    """Final (normed) hidden states ``[B, T, H]`` through the model's own forward, with the LM head
-    evaluated on the last position only, so no ``[B, T, V]`` logits are ever materialised."""
-    with contiguous_head_input(model):
-        out = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                    position_ids=batch.get("position_ids"), use_cache=False, logits_to_keep=1,
-                    output_hidden_states=True)
-    return out.hidden_states[-1]
-
-
-def lm_head(model: nn.Module) -> nn.Module:
-    return model.get_output_embeddings()
-
-
-def completion_positions(labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Boolean mask of positions ``t`` whose next token ``labels[t+1]`` is a target, and those targets."""
-    mask = labels[:, 1:] != -100  # [B, T-1]
-    return mask, labels[:, 1:][mask]
 
 
 class PostTrainingModule(L.LightningModule):
@@ -167,7 +146,7 @@ class PostTrainingModule(L.LightningModule):
     # -- generation-based validation -------------------------------------------------------------------
     def generate_and_score(self, prompts: list[list[int]], golds: list[str], max_new_tokens: int,
                            timeout: float) -> tuple[list[str], list[bool]]:
-        from srlm_pl.generation import SamplingConfig, generate
+        from srlm_pl.generation.engine import SamplingConfig, generate
         from srlm_pl.verifiers import verify_batch
 
         out = generate(self.model, prompts, SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0),

@@ -32,21 +32,14 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import SumMetric
 
-from srlm_pl.generation import SamplingConfig, generate
-from srlm_pl.head_input import contiguous_head_input
-from srlm_pl.kd_batch import batch_from_generation, prompts_from_batch
-from srlm_pl.losses import chunked_kd_loss
-from srlm_pl.models import ModelSpec, unwrap_peft
-from srlm_pl.modules.base import (
-    PostTrainingModule,
-    SchedulerCallable,
-    ValGeneration,
-    completion_positions,
-    hidden_states,
-    lm_head,
-)
+from srlm_pl.generation.engine import SamplingConfig, generate
+from srlm_pl.kd.batch import batch_from_generation, prompts_from_batch
+from srlm_pl.kd.teacher import TEACHER_KEY, check_vocabulary, head_rows, load_teacher, place_teacher
+from srlm_pl.models.forward import completion_positions, contiguous_head_input, hidden_states, lm_head
+from srlm_pl.models.loading import ModelSpec, unwrap_peft
+from srlm_pl.modules.base import PostTrainingModule, SchedulerCallable, ValGeneration
+from srlm_pl.ops import chunked_kd_loss
 from srlm_pl.optim import AdamW, WarmupCosine
-from srlm_pl.teacher import TEACHER_KEY, check_vocabulary, head_rows, load_teacher, place_teacher
 
 Source = Literal["dataset", "student", "teacher"]
 _KEY = "model.init_args"

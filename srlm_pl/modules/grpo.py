@@ -34,14 +34,14 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
 
-from srlm_pl.generation import SamplingConfig, generate
-from srlm_pl.logprobs import completion_logprobs
+from srlm_pl.generation.engine import SamplingConfig, generate
 from srlm_pl.losses import AGGREGATIONS, Aggregation, grpo_policy_loss
-from srlm_pl.models import ModelSpec, adapters_disabled, load_model
+from srlm_pl.models.loading import ModelSpec, adapters_disabled, load_model
 from srlm_pl.modules.base import PostTrainingModule, SchedulerCallable, ValGeneration
 from srlm_pl.optim import AdamW, WarmupConstant
-from srlm_pl.rollout import ADVANTAGE_MODES, AdvantageMode, Rollout, RolloutBuffer, group_advantages
-from srlm_pl.scoring import RewardFn, Scores, score
+from srlm_pl.rl.logprobs import completion_logprobs
+from srlm_pl.rl.rollout import ADVANTAGE_MODES, AdvantageMode, Rollout, RolloutBuffer, group_advantages
+from srlm_pl.rl.scoring import RewardFn, Scores, score
 
 
 class GRPOModule(PostTrainingModule):

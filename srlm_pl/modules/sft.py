@@ -16,16 +16,10 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
 from torchmetrics import SumMetric
 
-from srlm_pl.losses import chunked_cross_entropy
-from srlm_pl.models import ModelSpec
-from srlm_pl.modules.base import (
-    PostTrainingModule,
-    SchedulerCallable,
-    ValGeneration,
-    completion_positions,
-    hidden_states,
-    lm_head,
-)
+from srlm_pl.models.forward import completion_positions, hidden_states, lm_head
+from srlm_pl.models.loading import ModelSpec
+from srlm_pl.modules.base import PostTrainingModule, SchedulerCallable, ValGeneration
+from srlm_pl.ops import chunked_cross_entropy
 from srlm_pl.optim import AdamW, WarmupCosine
 
 

@@ -91,7 +91,7 @@ def _smollm2_source(cfg: StudyConfig) -> Any:
 
 def make_base(cfg: StudyConfig, out: Path) -> Path:
     """Write the base model once as a Hugging Face folder (``<out>/base/model``) and return it."""
-    from srlm_pl.models import ModelSpec, export_hf, load_model, load_tokenizer
+    from srlm_pl.models.loading import ModelSpec, export_hf, load_model, load_tokenizer
 
     folder = out / "base" / "model"
     if (folder / "config.json").is_file():

@@ -23,80 +23,33 @@ structures: ``("list", items)`` (bare comma list), ``("set", items)``, ``("tuple
 
 from __future__ import annotations
 
-import re
 from fractions import Fraction
 
-MAX_TOKENS = 1500
-MAX_NODES = 600
-MAX_DEPTH = 40
-MAX_DIGITS = 200
-MAX_ITEMS = 32
-
-Node = tuple
-
-
-class ParseError(ValueError):
-    """The text is not an expression this parser accepts."""
-
-
-class LimitError(ValueError):
-    """The expression is larger than the configured bounds (treated as not equal to anything)."""
-
-
-_TOKEN = re.compile(
-    r"(\s+)|(\d+(?:\.\d*)?|\.\d+)|(\\[A-Za-z]+)|(\\[{}|\\])|(\\[,;!: %>])|([A-Za-z])"
-    r"|(<=|>=|!=|\*\*|[-+*/^_=<>!(),\[\]{}|&'])"
+from srlm_pl.verifiers.latex_ast import STRUCTURES, children, free_symbols
+from srlm_pl.verifiers.latex_commands import CommandParser
+from srlm_pl.verifiers.latex_lexer import (
+    DIVOPS,
+    IMPLICIT_CMDS,
+    MAX_DEPTH,
+    MAX_DIGITS,
+    MAX_ITEMS,
+    MAX_NODES,
+    MAX_TOKENS,
+    MULOPS,
+    RELOPS,
+    TEXT_NAMES,
+    LimitError,
+    Node,
+    ParseError,
+    tokenize,
 )
-_KINDS = (None, "ws", "num", "cmd", "esc", "skip", "let", "op")
 
-GREEK = frozenset(
-    "alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta iota kappa lambda mu nu xi rho sigma "
-    "tau upsilon phi varphi chi psi omega Gamma Delta Theta Lambda Xi Sigma Upsilon Phi Psi Omega".split()
-)
-FUNCTIONS = {
-    "sin": "sin", "cos": "cos", "tan": "tan", "cot": "cot", "sec": "sec", "csc": "csc",
-    "arcsin": "asin", "arccos": "acos", "arctan": "atan", "sinh": "sinh", "cosh": "cosh", "tanh": "tanh",
-    "ln": "ln", "log": "log", "exp": "exp",
-}  # fmt: skip
-_INVERSE = {"sin": "asin", "cos": "acos", "tan": "atan"}
-_TEXT_NAMES = {"sqrt": "sqrt", "pi": "pi", **FUNCTIONS}
-_RELOPS = {
-    "=": "==", "<": "<", ">": ">", "<=": "<=", ">=": ">=", "!=": "!=",
-    "\\leq": "<=", "\\geq": ">=", "\\neq": "!=", "\\lt": "<", "\\gt": ">", "\\le": "<=", "\\ge": ">=",
-}  # fmt: skip
-_MULOPS = frozenset({"*", "\\cdot", "\\times", "\\ast"})
-_DIVOPS = frozenset({"/", "\\div"})
-_MATRIX_ENVS = frozenset({"pmatrix", "bmatrix", "Bmatrix", "matrix", "smallmatrix", "array"})
-_TEXT_WRAPPERS = frozenset(
-    {"\\text", "\\mathrm", "\\textrm", "\\mathit", "\\textit", "\\mbox", "\\operatorname"}
-)
-_IMPLICIT_CMDS = frozenset(
-    {"\\frac", "\\cfrac", "\\sqrt", "\\binom", "\\lfloor", "\\lceil", "\\pi", "\\infty", "\\begin"}
-    | {"\\" + g for g in GREEK}
-    | {"\\" + f for f in FUNCTIONS}
-    | _TEXT_WRAPPERS
-)
-ONE = ("n", Fraction(1))
+__all__ = ["STRUCTURES", "LimitError", "Node", "ParseError", "children", "free_symbols", "parse_latex", "tokenize"]
 
 
-def tokenize(text: str) -> list[tuple[str, str, int, int]]:
-    """Split ``text`` into (kind, text, start, end) tokens; unknown characters raise ParseError."""
-    tokens: list[tuple[str, str, int, int]] = []
-    pos, n = 0, len(text)
-    while pos < n:
-        m = _TOKEN.match(text, pos)
-        if m is None:
-            raise ParseError(f"unexpected character {text[pos]!r}")
-        kind = _KINDS[m.lastindex or 0]
-        if kind not in ("ws", "skip"):
-            tokens.append((kind, m.group(), m.start(), m.end()))
-            if len(tokens) > MAX_TOKENS:
-                raise LimitError("too many tokens")
-        pos = m.end()
-    return tokens
+class _Parser(CommandParser):
+    """Recursive descent over the tokens; the backslash commands, functions and matrices are in ``CommandParser``."""
 
-
-class _Parser:
     def __init__(self, tokens: list[tuple[str, str, int, int]]) -> None:
         self.toks = tokens
         self.i = 0
@@ -158,10 +111,10 @@ class _Parser:
         ops: list[str] = []
         while True:
             tok = self.peek()
-            if tok is None or tok[0] not in ("op", "cmd") or tok[1] not in _RELOPS:
+            if tok is None or tok[0] not in ("op", "cmd") or tok[1] not in RELOPS:
                 break
             self.i += 1
-            ops.append(_RELOPS[tok[1]])
+            ops.append(RELOPS[tok[1]])
             operands.append(self.parse_arith())
         if not ops:
             return operands[0]
@@ -209,7 +162,7 @@ class _Parser:
         if kind in ("num", "let"):
             return True
         if kind == "cmd":
-            return text in _IMPLICIT_CMDS
+            return text in IMPLICIT_CMDS
         if kind == "op":
             return text == "(" or (text == "|" and self.abs_depth == 0)
         return False
@@ -218,10 +171,10 @@ class _Parser:
         current = self.parse_unary()
         while True:
             tok = self.peek()
-            if tok is not None and tok[1] in _MULOPS and tok[0] in ("op", "cmd"):
+            if tok is not None and tok[1] in MULOPS and tok[0] in ("op", "cmd"):
                 self.i += 1
                 current = self.mul(current, self.parse_unary())
-            elif tok is not None and tok[1] in _DIVOPS and tok[0] in ("op", "cmd"):
+            elif tok is not None and tok[1] in DIVOPS and tok[0] in ("op", "cmd"):
                 self.i += 1
                 current = self.node("/", current, self.parse_unary())
             elif self.starts_atom():
@@ -403,7 +356,7 @@ class _Parser:
             return self.number(text)
         if kind == "let":
             run = self.letter_run()
-            name = _TEXT_NAMES.get(run)
+            name = TEXT_NAMES.get(run)
             if name is not None and (
                 self.i + len(run) >= len(self.toks) or self.toks[self.i + len(run)][0] != "let"
             ):
@@ -448,141 +401,6 @@ class _Parser:
             raise ParseError(f"unexpected {text!r}")
         return self.command(text)
 
-    def command(self, text: str) -> Node:
-        self.i += 1
-        name = text[1:]
-        if text in ("\\frac", "\\cfrac"):
-            num = self.arg()
-            den = self.arg()
-            return self.node("/", num, den)
-        if text == "\\sqrt":
-            index = None
-            if self.at("["):
-                self.i += 1
-                index = self.parse_arith()
-                self.expect("]")
-            radicand = self.function_argument() if self.at("(") else self.arg()
-            if index is None:
-                return self.node("f", "sqrt", (radicand,))
-            return self.node("f", "root", (radicand, index))
-        if text == "\\binom":
-            return self.node("f", "binom", (self.arg(), self.arg()))
-        if text == "\\pi":
-            return self.node("c", "pi")
-        if text == "\\infty":
-            return self.node("c", "oo")
-        if text == "\\varnothing":
-            return self.node("empty")
-        if name in GREEK:
-            return self.node("s", name)
-        if name in FUNCTIONS:
-            return self.function(FUNCTIONS[name])
-        if text in ("\\lfloor", "\\lceil"):
-            inner = self.parse_arith()
-            self.expect("\\rfloor" if text == "\\lfloor" else "\\rceil")
-            return self.node("f", "floor" if text == "\\lfloor" else "ceil", (inner,))
-        if text in ("\\lvert", "\\vert"):
-            inner = self.parse_arith()
-            self.expect("\\rvert" if text == "\\lvert" else "\\vert")
-            return self.node("f", "abs", (inner,))
-        if text in _TEXT_WRAPPERS:
-            return self.text_wrapper()
-        if text == "\\begin":
-            return self.matrix()
-        raise ParseError(f"unsupported command {text!r}")
-
-    def text_wrapper(self) -> Node:
-        """``\\mathrm{e}`` and friends around a single name: treat the letters as if written plainly."""
-        self.expect("{")
-        start = self.i
-        while self.peek() is not None and self.peek()[0] == "let":
-            self.i += 1
-        letters = "".join(t[1] for t in self.toks[start : self.i])
-        self.expect("}")
-        if letters == "e":
-            return self.node("c", "e")
-        if letters == "i":
-            return self.node("c", "i")
-        if len(letters) == 1:
-            return self.node("s", letters)
-        raise ParseError("text inside an expression")
-
-    def function_argument(self) -> Node:
-        if self.at("("):
-            self.i += 1
-            self.enter()
-            inner = self.parse_arith()
-            self.expect(")")
-            self.depth -= 1
-            return inner
-        if self.at("{"):
-            return self.arg()
-        # \sin 2x: a product of plain atoms (numbers, letters, constants), not of further functions
-        arg = self.parse_power()
-        while True:
-            tok = self.peek()
-            if tok is None or not (tok[0] in ("num", "let") or tok[1] in ("\\pi",) or tok[1][1:] in GREEK):
-                return arg
-            arg = self.mul(arg, self.parse_power())
-
-    def function(self, name: str) -> Node:
-        power = None
-        base = None
-        if self.at("^"):
-            self.i += 1
-            power = self.parse_script()
-        if name == "log" and self.at("_"):
-            self.i += 1
-            base = self.arg()
-            if power is None and self.at("^"):
-                self.i += 1
-                power = self.parse_script()
-        argument = self.function_argument()
-        if power is not None and power == ("neg", ONE) and name in _INVERSE:
-            return self.node("f", _INVERSE[name], (argument,))
-        node = self.node("f", name, (argument,) if base is None else (argument, base))
-        return node if power is None else self.node("^", node, power)
-
-    def matrix(self) -> Node:
-        self.expect("{")
-        start = self.i
-        while self.peek() is not None and self.peek()[0] == "let":
-            self.i += 1
-        env = "".join(t[1] for t in self.toks[start : self.i])
-        self.expect("}")
-        if env not in _MATRIX_ENVS:
-            raise ParseError(f"unsupported environment {env!r}")
-        if env == "array" and self.at("{"):
-            while self.peek() is not None and not self.at("}"):
-                self.i += 1
-            self.expect("}")
-        rows: list[tuple[Node, ...]] = []
-        row: list[Node] = []
-        while True:
-            if self.at("\\end"):
-                break
-            row.append(self.parse_arith())
-            if self.at("&"):
-                self.i += 1
-            elif self.at("\\\\"):
-                self.i += 1
-                rows.append(tuple(row))
-                row = []
-            elif not self.at("\\end"):
-                raise ParseError("bad matrix cell")
-            if len(rows) * 8 + len(row) > MAX_ITEMS * 8:
-                raise LimitError("matrix too large")
-        if row:
-            rows.append(tuple(row))
-        self.expect("\\end")
-        self.expect("{")
-        while self.peek() is not None and self.peek()[0] == "let":
-            self.i += 1
-        self.expect("}")
-        if not rows or any(len(r) != len(rows[0]) for r in rows):
-            raise ParseError("ragged matrix")
-        return self.node("matrix", tuple(rows))
-
 
 def parse_latex(text: str) -> Node:
     """Parse a normalised answer into an AST; raises ParseError or LimitError."""
@@ -592,37 +410,3 @@ def parse_latex(text: str) -> Node:
     if not tokens:
         raise ParseError("empty")
     return _Parser(tokens).parse()
-
-
-STRUCTURES = frozenset({"list", "set", "tuple", "interval", "union", "matrix", "rel", "pm", "empty", "based"})
-
-
-def children(node: Node) -> tuple[Node, ...]:
-    """The sub-nodes of ``node``."""
-    tag = node[0]
-    if tag in ("+", "*", "list", "set", "tuple", "union"):
-        return node[1]
-    if tag == "neg":
-        return (node[1],)
-    if tag in ("/", "^", "pm"):
-        return (node[1], node[2])
-    if tag in ("f", "rel"):
-        return node[2]
-    if tag == "interval":
-        return (node[2], node[3])
-    if tag == "matrix":
-        return tuple(cell for row in node[1] for cell in row)
-    return ()
-
-
-def free_symbols(node: Node) -> set[str]:
-    """Names of the symbols in ``node`` (iterative, so deep trees cannot overflow the stack)."""
-    out: set[str] = set()
-    stack = [node]
-    while stack:
-        cur = stack.pop()
-        if cur[0] == "s":
-            out.add(cur[1])
-        else:
-            stack.extend(children(cur))
-    return out

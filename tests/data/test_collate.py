@@ -5,7 +5,7 @@ import torch
 
 from srlm_pl.data.collate import IGNORE, PackedCollator, PadCollator, length_filter, pack, tokenize_sft
 from srlm_pl.data.templates import PromptTemplate
-from srlm_pl.models import ModelSpec, TinyConfig, load_model
+from srlm_pl.models.loading import ModelSpec, TinyConfig, load_model
 
 
 def _example(tok, q: str, sol: str, ans: str, i: int = 0) -> dict:

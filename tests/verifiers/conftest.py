@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-for _path in (str(HERE.parents[1]), str(HERE)):  # the package may not be installed; helpers live here
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-from verifier_paths import shared_data_dir  # noqa: E402
+from verifier_paths import shared_data_dir
 
 
 @pytest.fixture(scope="session")

@@ -11,10 +11,10 @@ import json
 import logging
 
 import pytest
-from verifier_corpus import build_corpus
-from verifier_paths import FIXTURES
 
 from srlm_pl.verifiers import verify_batch
+from verifier_corpus import build_corpus
+from verifier_paths import FIXTURES
 
 
 def math_verify_verdicts(pairs) -> list[bool]:

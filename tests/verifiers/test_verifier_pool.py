@@ -9,10 +9,10 @@ import sys
 import time
 
 import pytest
-from verifier_paths import REPO_ROOT
 
 from srlm_pl.verifiers import verify
 from srlm_pl.verifiers.pool import WorkerPool
+from verifier_paths import REPO_ROOT
 
 SYMBOLIC_GOLD = "\\frac{\\sqrt{7}}{7}"
 SYMBOLIC_RIGHT = "\\boxed{\\frac{1}{\\sqrt7}}"

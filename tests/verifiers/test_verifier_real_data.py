@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from verifier_paths import FIXTURES
-
 from srlm_pl.verifiers import verify_batch
+from verifier_paths import FIXTURES
 
 
 def _rows(path: Path) -> list[dict]:

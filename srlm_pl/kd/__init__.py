@@ -1,0 +1,2 @@
+"""Distillation parts that ``DistillModule`` orchestrates: loading and checking the frozen teacher, and turning
+sampled completions into KD batches."""

@@ -1,0 +1,2 @@
+"""Reinforcement-learning parts that ``GRPOModule`` orchestrates: rollouts and the rollout buffer, advantages,
+reward scoring, and completion log-probs."""
