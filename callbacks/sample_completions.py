@@ -14,7 +14,8 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from srlm_pl.generation.engine import SamplingConfig, generate
+from srlm_pl.generation.engine import SamplingConfig, decode_completions, generate
+from srlm_pl.models.forward import eos_token_ids
 
 
 class SampleCompletions(Callback):
@@ -49,11 +50,11 @@ class SampleCompletions(Callback):
         tok = pl_module.tokenizer
         out = generate(pl_module.model, [self._encode(tok, p) for p in self.prompts],
                        SamplingConfig(max_new_tokens=self.max_new_tokens, temperature=0.0),
-                       eos_token_ids=[tok.eos_token_id], pad_token_id=tok.pad_token_id)
+                       eos_token_ids=eos_token_ids(tok, pl_module.model), pad_token_id=tok.pad_token_id)
         if trainer.global_rank != 0:
             return
-        for prompt, ids, n in zip(self.prompts, out.completion_ids.tolist(), out.lengths.tolist(), strict=True):
-            record = {"step": step, "prompt": prompt, "completion": tok.decode(ids[:n], skip_special_tokens=True)}
+        for prompt, completion in zip(self.prompts, decode_completions(tok, out), strict=True):
+            record = {"step": step, "prompt": prompt, "completion": completion}
             self.records.append(record)
             print(f"[step {step}] {prompt!r} -> {record['completion']!r}")
             if self.log_dir:

@@ -54,7 +54,14 @@ def shard_fsdp2(model: nn.Module, mesh: Any, *, reshard_after_forward: bool = Tr
     return model
 
 
+def strategy_shards(strategy: object | None) -> bool:
+    """Whether a Lightning strategy shards the parameters (FSDP v1 or FSDP2/ModelParallel), so every rank must
+    take part in each forward (generation syncs its steps, full state dicts are gathered). ``None``: not sharded."""
+    return isinstance(strategy, FSDPStrategy | ModelParallelStrategy)
+
+
 def is_sharded(model: nn.Module) -> bool:
+    """Whether this model's parameters are DTensors (sharded by FSDP2); ``strategy_shards`` asks the strategy."""
     from torch.distributed.tensor import DTensor
 
     return any(isinstance(p, DTensor) for p in model.parameters())

@@ -245,12 +245,12 @@ class Sampler:
         import torch
 
         from srlm_pl.generation.engine import generate
-        from srlm_pl.modules.distill import eos_ids
+        from srlm_pl.models.forward import eos_token_ids
 
         tok, k = self.tokenizer, self.sampling.num_samples
         prompts = [tok(self.template.prompt(r["question"], tok), add_special_tokens=False)["input_ids"] for r in chunk]
         device = next(self.model.parameters()).device
-        res = generate(self.model, prompts, self.sampling, eos_token_ids=eos_ids(tok, self.model),
+        res = generate(self.model, prompts, self.sampling, eos_token_ids=eos_token_ids(tok, self.model),
                        pad_token_id=tok.pad_token_id, generator=torch.Generator(device=device).manual_seed(seed))
         texts = [tok.decode(ids[:n], skip_special_tokens=True).strip()
                  for ids, n in zip(res.completion_ids.tolist(), res.lengths.tolist(), strict=True)]

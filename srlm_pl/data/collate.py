@@ -81,6 +81,14 @@ def length_filter(lengths: Sequence[int], prompt_lens: Sequence[int], ids: Seque
     return keep, new_lengths, report
 
 
+def prompts_from_batch(batch: dict[str, Any]) -> list[list[int]]:
+    """The prompt token lists of a right-padded SFT batch (needs ``prompt_len``, i.e. no packing)."""
+    if "prompt_len" not in batch:
+        raise ValueError("prompts from a batch need padded batches with prompt_len; packed batches have none "
+                         "(set data.init_args.packing: false)")
+    return [row[:n].tolist() for row, n in zip(batch["input_ids"], batch["prompt_len"].tolist(), strict=True)]
+
+
 def pack(lengths: Sequence[int], max_length: int) -> list[list[int]]:
     """Best-fit-decreasing bins of example indices, each bin's total length <= ``max_length``.
 

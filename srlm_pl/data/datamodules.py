@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from srlm_pl.data.collate import (
@@ -251,3 +252,12 @@ class PromptDataModule(BaseDataModule):
 
     def collate(self, split: Split) -> Any:
         return PromptCollator()
+
+    def sample_prompts(self, n: int, generator: torch.Generator,
+                       split: Split = "train") -> tuple[list[list[int]], list[str], list[str]]:
+        """``n`` prompts drawn uniformly with replacement from a set-up split (GRPO's dynamic-sampling refill):
+        their prompt token ids, gold answers and row ids. The draw uses ``generator`` only
+        (``torch.randint(len(split), (n,), generator=generator)``), so the same seed gives the same prompts."""
+        items = self.datasets[split]
+        rows = [items[i] for i in torch.randint(len(items), (n,), generator=generator).tolist()]
+        return [list(r["input_ids"]) for r in rows], [r["answer"] for r in rows], [r["id"] for r in rows]

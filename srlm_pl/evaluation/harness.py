@@ -88,13 +88,6 @@ def _fingerprint(name: str) -> str:
     return ";".join(f"{f.name}:{f.stat().st_size}:{int(f.stat().st_mtime)}" for f in files) or name
 
 
-def _eos_ids(loaded: LoadedModel) -> list[int]:
-    ids = {loaded.tokenizer.eos_token_id}
-    extra = getattr(getattr(loaded.model, "generation_config", None), "eos_token_id", None)
-    ids |= set(extra) if isinstance(extra, list | tuple) else {extra}
-    return sorted(i for i in ids if i is not None)
-
-
 def _device(name: str) -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
@@ -108,7 +101,8 @@ def _settings(cfg: EvalConfig, data: EvalSet, style: PromptStyle) -> dict[str, A
 
 def _score_batch(loaded: LoadedModel, batch: list[dict[str, Any]], prompts: list[list[int]], texts: list[str],
                  cfg: EvalConfig, sampling: Any, device: torch.device) -> list[dict[str, Any]]:
-    from srlm_pl.generation.engine import generate
+    from srlm_pl.generation.engine import decode_completions, generate
+    from srlm_pl.models.forward import eos_token_ids
     from srlm_pl.verifiers import normalize, verify_batch
 
     gens = None
@@ -118,12 +112,11 @@ def _score_batch(loaded: LoadedModel, batch: list[dict[str, Any]], prompts: list
         else contextlib.nullcontext()
     start = time.perf_counter()
     with autocast:
-        out = generate(loaded.model, prompts, sampling, eos_token_ids=_eos_ids(loaded),
+        out = generate(loaded.model, prompts, sampling, eos_token_ids=eos_token_ids(loaded.tokenizer, loaded.model),
                        pad_token_id=loaded.tokenizer.pad_token_id, generator=gens)
     seconds = time.perf_counter() - start
     lengths, truncated = out.lengths.tolist(), out.truncated.tolist()
-    completions = [loaded.tokenizer.decode(ids[:n], skip_special_tokens=True)
-                   for ids, n in zip(out.completion_ids.tolist(), lengths, strict=True)]
+    completions = decode_completions(loaded.tokenizer, out)
     golds = [r["answer"] for r in batch for _ in range(cfg.n)]
     verdicts = verify_batch(golds, completions, timeout=cfg.timeout)
     rows = []

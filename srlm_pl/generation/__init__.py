@@ -6,6 +6,7 @@ from srlm_pl.generation.engine import (
     GenerationOutput,
     SamplingConfig,
     categorical,
+    decode_completions,
     generate,
     left_pad,
     sample_next_token,
@@ -13,5 +14,5 @@ from srlm_pl.generation.engine import (
     top_p_filter,
 )
 
-__all__ = ["GenerationOutput", "SamplingConfig", "categorical", "generate", "left_pad", "sample_next_token",
-           "top_k_filter", "top_p_filter"]
+__all__ = ["GenerationOutput", "SamplingConfig", "categorical", "decode_completions", "generate", "left_pad",
+           "sample_next_token", "top_k_filter", "top_p_filter"]

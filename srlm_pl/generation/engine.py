@@ -72,6 +72,12 @@ class GenerationOutput(NamedTuple):
     stopped_by_string: Tensor  # [N] bool, stopped because a stop string appeared
 
 
+def decode_completions(tokenizer: Any, out: GenerationOutput) -> list[str]:
+    """The text of each generated row: its first ``out.lengths[i]`` completion tokens, special tokens skipped."""
+    return [tokenizer.decode(ids[:n], skip_special_tokens=True)
+            for ids, n in zip(out.completion_ids.tolist(), out.lengths.tolist(), strict=True)]
+
+
 def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int, device: torch.device | str = "cpu"):
     """Left-pad token lists -> ``(ids[B, P], mask[B, P])`` (long tensors)."""
     width = max(len(p) for p in prompts)

@@ -19,14 +19,6 @@ from srlm_pl.data.collate import PadCollator
 from srlm_pl.generation.engine import GenerationOutput
 
 
-def prompts_from_batch(batch: dict[str, Any]) -> list[list[int]]:
-    """The prompt token lists of a right-padded SFT batch (needs ``prompt_len``, i.e. no packing)."""
-    if "prompt_len" not in batch:
-        raise ValueError("sampling completions needs padded batches with prompt_len; packed batches have none "
-                         "(set data.init_args.packing: false)")
-    return [row[:n].tolist() for row, n in zip(batch["input_ids"], batch["prompt_len"].tolist(), strict=True)]
-
-
 def batch_from_generation(out: GenerationOutput, pad_token_id: int, device: torch.device | None = None,
                           pad_to_multiple_of: int = 1) -> dict[str, Any]:
     """Right-padded SFT-style batch of prompt + sampled completion per generated row, its width rounded up

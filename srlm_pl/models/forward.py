@@ -19,6 +19,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from srlm_pl.models.loading import unwrap_peft
+
 
 def _contiguous(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
     if args and isinstance(args[0], Tensor) and not args[0].is_contiguous():
@@ -62,6 +64,24 @@ def completion_positions(labels: Tensor) -> tuple[Tensor, Tensor]:
     """Boolean mask of positions ``t`` whose next token ``labels[t+1]`` is a target, and those targets."""
     mask = labels[:, 1:] != -100  # [B, T-1]
     return mask, labels[:, 1:][mask]
+
+
+def eos_token_ids(tokenizer: Any, model: nn.Module | None = None) -> list[int]:
+    """Every token id that ends a completion: the tokenizer's EOS, then the model's ``generation_config.eos_token_id``
+    (an int or a list; Qwen2.5-Instruct stops at both ``<|im_end|>`` and ``<|endoftext|>``), through a peft wrapper.
+
+    Deduplicated, first occurrence kept (tokenizer first), ``None`` dropped. Every generation call site uses it.
+    """
+    candidates: list[Any] = [getattr(tokenizer, "eos_token_id", None)]
+    if model is not None:
+        cfg = getattr(unwrap_peft(model), "generation_config", None)
+        extra = getattr(cfg, "eos_token_id", None) if cfg is not None else None
+        candidates += list(extra) if isinstance(extra, list | tuple) else [extra]
+    ids: list[int] = []
+    for i in candidates:
+        if i is not None and int(i) not in ids:
+            ids.append(int(i))
+    return ids
 
 
 def forward_params(model: nn.Module) -> set[str]:

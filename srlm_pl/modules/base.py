@@ -87,13 +87,18 @@ class PostTrainingModule(L.LightningModule):
     def full_policy_state_dict(self) -> dict[str, Tensor] | None:
         """The policy's full state dict gathered from a sharded strategy (a collective: call it on every
         rank), or ``None`` when the model is not sharded and can be saved as it is."""
-        from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
-
         from srlm_pl.parallel import full_state_dict
 
-        if self._trainer is None or not isinstance(self.trainer.strategy, FSDPStrategy | ModelParallelStrategy):
+        if not self.shards_parameters():
             return None
         return full_state_dict(self.model)
+
+    def shards_parameters(self) -> bool:
+        """Whether the trainer's strategy shards the parameters (``srlm_pl.parallel.strategy_shards``); no trainer:
+        not sharded."""
+        from srlm_pl.parallel import strategy_shards
+
+        return strategy_shards(self._trainer.strategy if self._trainer is not None else None)
 
     def on_fit_start(self) -> None:
         trainable, total = count_parameters(self.model)
@@ -146,14 +151,15 @@ class PostTrainingModule(L.LightningModule):
     # -- generation-based validation -------------------------------------------------------------------
     def generate_and_score(self, prompts: list[list[int]], golds: list[str], max_new_tokens: int,
                            timeout: float) -> tuple[list[str], list[bool]]:
-        from srlm_pl.generation.engine import SamplingConfig, generate
+        from srlm_pl.generation.engine import SamplingConfig, decode_completions, generate
+        from srlm_pl.models.forward import eos_token_ids
         from srlm_pl.verifiers import verify_batch
 
         out = generate(self.model, prompts, SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0),
-                       eos_token_ids=[self.tokenizer.eos_token_id], pad_token_id=self.tokenizer.pad_token_id,
+                       eos_token_ids=eos_token_ids(self.tokenizer, self.model),
+                       pad_token_id=self.tokenizer.pad_token_id,
                        sync_ranks=self.trainer.world_size > 1 if self._trainer is not None else False)
-        texts = [self.tokenizer.decode(ids[:n], skip_special_tokens=True)
-                 for ids, n in zip(out.completion_ids.tolist(), out.lengths.tolist(), strict=True)]
+        texts = decode_completions(self.tokenizer, out)
         verdicts = verify_batch(golds, texts, timeout=timeout)
         return texts, [bool(v) for v in verdicts]
 

@@ -32,10 +32,17 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import SumMetric
 
+from srlm_pl.data.collate import prompts_from_batch
 from srlm_pl.generation.engine import SamplingConfig, generate
-from srlm_pl.kd.batch import batch_from_generation, prompts_from_batch
+from srlm_pl.kd.batch import batch_from_generation
 from srlm_pl.kd.teacher import TEACHER_KEY, check_vocabulary, head_rows, load_teacher, place_teacher
-from srlm_pl.models.forward import completion_positions, contiguous_head_input, hidden_states, lm_head
+from srlm_pl.models.forward import (
+    completion_positions,
+    contiguous_head_input,
+    eos_token_ids,
+    hidden_states,
+    lm_head,
+)
 from srlm_pl.models.loading import ModelSpec, unwrap_peft
 from srlm_pl.modules.base import PostTrainingModule, SchedulerCallable, ValGeneration
 from srlm_pl.ops import chunked_kd_loss
@@ -77,13 +84,6 @@ def teacher_hidden_states(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
     return captured[-1]
 
 
-def eos_ids(tokenizer: Any, model: nn.Module) -> list[int]:
-    """The tokenizer's EOS plus the generation config's (Qwen2.5-Instruct also stops at <|endoftext|>)."""
-    ids = {tokenizer.eos_token_id}
-    cfg = getattr(unwrap_peft(model), "generation_config", None)
-    extra = getattr(cfg, "eos_token_id", None) if cfg is not None else None
-    ids |= set(extra) if isinstance(extra, list | tuple) else ({extra} if extra is not None else set())
-    return sorted(i for i in ids if i is not None)
 
 
 class DistillModule(PostTrainingModule):
@@ -222,8 +222,9 @@ class DistillModule(PostTrainingModule):
         model = self.model if source == "student" else self.teacher
         generator = torch.Generator(device=self.device).manual_seed(sample_seed + self.global_rank)
         world = self.trainer.world_size if self._trainer is not None else 1
-        out = generate(model, prompts_from_batch(batch), self.sampling, eos_token_ids=eos_ids(self.tokenizer, model),
-                       pad_token_id=self.tokenizer.pad_token_id, generator=generator, sync_ranks=world > 1)
+        out = generate(model, prompts_from_batch(batch), self.sampling,
+                       eos_token_ids=eos_token_ids(self.tokenizer, model), pad_token_id=self.tokenizer.pad_token_id,
+                       generator=generator, sync_ranks=world > 1)
         return batch_from_generation(out, self.tokenizer.pad_token_id, device=self.device,
                                      pad_to_multiple_of=self.length_multiple)
 
@@ -275,8 +276,7 @@ class DistillModule(PostTrainingModule):
         self.val_sums["ce"].update(metrics["ce_sum"])
         self.val_sums["tokens"].update(n)
         if self.val_generation is not None:
-            prompts = [ids[:n].tolist() for ids, n in zip(batch["input_ids"], batch["prompt_len"], strict=True)]
-            self.validate_by_generation(prompts, batch["answer"], batch_idx)
+            self.validate_by_generation(prompts_from_batch(batch), batch["answer"], batch_idx)
 
     def on_validation_epoch_end(self) -> None:
         tokens = self.val_sums["tokens"].compute().clamp(min=1)

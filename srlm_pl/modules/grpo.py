@@ -34,13 +34,21 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
 
-from srlm_pl.generation.engine import SamplingConfig, generate
+from srlm_pl.generation.engine import SamplingConfig, decode_completions, generate
 from srlm_pl.losses import AGGREGATIONS, Aggregation, grpo_policy_loss
+from srlm_pl.models.forward import eos_token_ids
 from srlm_pl.models.loading import ModelSpec, adapters_disabled, load_model
 from srlm_pl.modules.base import PostTrainingModule, SchedulerCallable, ValGeneration
 from srlm_pl.optim import AdamW, WarmupConstant
 from srlm_pl.rl.logprobs import completion_logprobs
-from srlm_pl.rl.rollout import ADVANTAGE_MODES, AdvantageMode, Rollout, RolloutBuffer, group_advantages
+from srlm_pl.rl.rollout import (
+    ADVANTAGE_MODES,
+    AdvantageMode,
+    Rollout,
+    RolloutBuffer,
+    group_advantages,
+    zero_variance_groups,
+)
 from srlm_pl.rl.scoring import RewardFn, Scores, score
 
 
@@ -239,19 +247,17 @@ class GRPOModule(PostTrainingModule):
                          ids: list[str]) -> tuple[dict[str, Any], dict[str, float]]:
         t0 = time.perf_counter()
         generators = [self.rng("sample", prompt_id, device=self.device) for prompt_id in ids]
-        out = generate(self.model, prompts, self.sampling, eos_token_ids=[self.tokenizer.eos_token_id],
+        out = generate(self.model, prompts, self.sampling, eos_token_ids=eos_token_ids(self.tokenizer, self.model),
                        pad_token_id=self.tokenizer.pad_token_id, decode=self.tokenizer.decode,
                        generator=generators, sync_ranks=self.shards_parameters())
         t1 = time.perf_counter()
-        texts = [self.tokenizer.decode(ids[:n], skip_special_tokens=True)
-                 for ids, n in zip(out.completion_ids.tolist(), out.lengths.tolist(), strict=True)]
+        texts = decode_completions(self.tokenizer, out)
         repeated_golds = [g for g in golds for _ in range(self.group_size)]
         scores = score(texts, repeated_golds, self.rewards, self.reward_weights, self.reward_fallback)
         t2 = time.perf_counter()
         rewards = scores.total.to(self.device)
         advantages = group_advantages(rewards, self.group_size, self.advantage)
-        grouped = rewards.view(-1, self.group_size)
-        zero_var = (grouped == grouped[:, :1]).all(dim=1)
+        zero_var = zero_variance_groups(rewards, self.group_size)
         mask = out.completion_mask
         if self.mask_truncated:
             mask = mask * (~out.truncated).long()[:, None]
@@ -359,11 +365,6 @@ class GRPOModule(PostTrainingModule):
             value = self.trainer.strategy.reduce(value, reduce_op="max")
         return bool(value > 0)
 
-    def shards_parameters(self) -> bool:
-        from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
-
-        return isinstance(self.trainer.strategy, FSDPStrategy | ModelParallelStrategy)
-
     def rng(self, stream: str, key: str, device: torch.device | str = "cpu") -> torch.Generator:
         """A generator seeded by (seed, batch index, stream, key): sampling for a prompt depends on the prompt
         and the step only, not on the process or batch it lands in, and a resumed run replays it exactly."""
@@ -372,11 +373,11 @@ class GRPOModule(PostTrainingModule):
         return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
     def refill_prompts(self, n: int, round_: int) -> tuple[list[list[int]], list[str], list[str]]:
-        """``n`` fresh prompts from the training set for dynamic sampling (seeded per step, round and rank)."""
-        items = self.trainer.datamodule.datasets["train"]
+        """``n`` fresh prompts from the training set for dynamic sampling (seeded per step, round and rank), drawn
+        by the data module's ``sample_prompts``; their ids are prefixed ``refill|`` (a separate sampling stream)."""
         gen = self.rng("refill", f"{self.trainer.global_rank}|{round_}")
-        rows = [items[i] for i in torch.randint(len(items), (n,), generator=gen).tolist()]
-        return [list(r["input_ids"]) for r in rows], [r["answer"] for r in rows], [f"refill|{r['id']}" for r in rows]
+        prompts, golds, ids = self.trainer.datamodule.sample_prompts(n, gen)
+        return prompts, golds, [f"refill|{i}" for i in ids]
 
     def reward_stats(self, scores: Scores) -> dict[str, float]:
         out = {"reward/mean": scores.total.mean().item(), "reward/std": scores.total.std().item()}

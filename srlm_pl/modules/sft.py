@@ -16,6 +16,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
 from torchmetrics import SumMetric
 
+from srlm_pl.data.collate import prompts_from_batch
 from srlm_pl.models.forward import completion_positions, hidden_states, lm_head
 from srlm_pl.models.loading import ModelSpec
 from srlm_pl.modules.base import PostTrainingModule, SchedulerCallable, ValGeneration
@@ -76,8 +77,7 @@ class SFTModule(PostTrainingModule):
         self.val_loss_sum.update(loss_sum.detach().float())
         self.val_tokens.update(n_tokens.float())
         if self.val_generation is not None:
-            prompts = [ids[:n].tolist() for ids, n in zip(batch["input_ids"], batch["prompt_len"], strict=True)]
-            self.validate_by_generation(prompts, batch["answer"], batch_idx)
+            self.validate_by_generation(prompts_from_batch(batch), batch["answer"], batch_idx)
 
     def on_validation_epoch_end(self) -> None:
         loss = (self.val_loss_sum.compute() / self.val_tokens.compute().clamp(min=1)).item()

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from srlm_pl.verifiers.rewards import weighted_sum
+
 log = logging.getLogger(__name__)
 RewardFn = Callable[[Sequence[str], Sequence[str]], list[float]]
 
@@ -38,9 +40,8 @@ def score(completions: Sequence[str], golds: Sequence[str], functions: Sequence[
     if len(functions) != len(weights):
         raise ValueError(f"{len(functions)} reward functions but {len(weights)} weights")
     n = len(completions)
-    total = torch.zeros(n, dtype=torch.float32)
-    out = Scores(total)
-    for i, (fn, w) in enumerate(zip(functions, weights, strict=True)):
+    out, columns = Scores(torch.zeros(n, dtype=torch.float32)), []
+    for i, fn in enumerate(functions):
         name = reward_name(fn, i)
         try:
             values = [float(v) for v in fn(completions, golds)]
@@ -54,6 +55,7 @@ def score(completions: Sequence[str], golds: Sequence[str], functions: Sequence[
             values = [v if math.isfinite(v) else fallback for v in values]
         raw = torch.tensor(values, dtype=torch.float32)
         out.per_function[name] = raw
+        columns.append(raw)
         out.fallbacks[name] = bad
-        total += w * raw
+    out.total = weighted_sum(columns, weights, out.total)
     return out

@@ -257,63 +257,76 @@ class WorkerPool:
             now = time.monotonic()
             if now >= deadline and not active:
                 break
-            while pending and now < deadline:
-                worker = self._acquire()
-                if worker is None:
-                    break
-                index = pending[0]
-                with self._lock:
-                    self._next_id += 1
-                    msg_id = self._next_id
-                gold, answer = jobs[index]
-                try:
-                    worker.send({"id": msg_id, "g": gold, "a": answer})
-                except (BrokenPipeError, OSError, ValueError):
-                    self._replace(worker)
-                    continue
-                pending.popleft()
-                active[worker] = [index, msg_id, min(now + timeout, deadline), None]
+            self._dispatch(jobs, pending, active, timeout, deadline)
             if not active:
                 self._wait_for_worker(deadline)
                 continue
-            wait_until = min(entry[2] for entry in active.values())
-            poller = select.poll()
-            by_fd = {}
-            for worker in active:
-                poller.register(worker.fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-                by_fd[worker.fd] = worker
-            events = poller.poll(max(0.0, wait_until - time.monotonic()) * 1000)
-            for fd, _ in events:
-                worker = by_fd[fd]
-                entry = active[worker]
-                for msg in worker.read():
-                    if msg.get("id") != entry[1]:
-                        continue
-                    if "partial" in msg:
-                        entry[3] = msg["partial"]
-                    elif "status" in msg:
-                        results[entry[0]] = (str(msg["status"]), str(msg.get("path", "symbolic")))
-                        if msg.get("path") == "memory":
-                            worker.dead = True  # it exits after reporting; start a fresh one now
-                if results[entry[0]] is not None:
-                    del active[worker]
-                    if worker.dead:
-                        self._replace(worker)
-                    else:
-                        self._release(worker)
-                elif worker.dead:
-                    del active[worker]
-                    results[entry[0]] = ("timeout", "worker_died")
-                    self._replace(worker)
-            now = time.monotonic()
-            for worker, entry in list(active.items()):
-                if now >= entry[2]:
-                    del active[worker]
-                    partial = entry[3]
-                    results[entry[0]] = (partial, "numeric_deadline") if partial else ("timeout", "deadline")
-                    self._replace(worker)
+            self._collect(active, results)
+            self._expire(active, results)
         return [r if r is not None else ("timeout", "batch_deadline") for r in results]
 
+    def _dispatch(self, jobs: Sequence[tuple[str, str]], pending: deque, active: dict[_Worker, list],
+                  timeout: float, deadline: float) -> None:
+        """Hand pending jobs to idle workers until none is idle or the batch deadline has passed."""
+        now = time.monotonic()
+        while pending and now < deadline:
+            worker = self._acquire()
+            if worker is None:
+                return
+            index = pending[0]
+            with self._lock:
+                self._next_id += 1
+                msg_id = self._next_id
+            gold, answer = jobs[index]
+            try:
+                worker.send({"id": msg_id, "g": gold, "a": answer})
+            except (BrokenPipeError, OSError, ValueError):
+                self._replace(worker)
+                continue
+            pending.popleft()
+            active[worker] = [index, msg_id, min(now + timeout, deadline), None]
+
+    def _collect(self, active: dict[_Worker, list], results: list[tuple[str, str] | None]) -> None:
+        """Wait (until the earliest job deadline) for worker messages and record finished jobs."""
+        wait_until = min(entry[2] for entry in active.values())
+        poller = select.poll()
+        by_fd = {}
+        for worker in active:
+            poller.register(worker.fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+            by_fd[worker.fd] = worker
+        events = poller.poll(max(0.0, wait_until - time.monotonic()) * 1000)
+        for fd, _ in events:
+            worker = by_fd[fd]
+            entry = active[worker]
+            for msg in worker.read():
+                if msg.get("id") != entry[1]:
+                    continue
+                if "partial" in msg:
+                    entry[3] = msg["partial"]
+                elif "status" in msg:
+                    results[entry[0]] = (str(msg["status"]), str(msg.get("path", "symbolic")))
+                    if msg.get("path") == "memory":
+                        worker.dead = True  # it exits after reporting; start a fresh one now
+            if results[entry[0]] is not None:
+                del active[worker]
+                if worker.dead:
+                    self._replace(worker)
+                else:
+                    self._release(worker)
+            elif worker.dead:
+                del active[worker]
+                results[entry[0]] = ("timeout", "worker_died")
+                self._replace(worker)
+
+    def _expire(self, active: dict[_Worker, list], results: list[tuple[str, str] | None]) -> None:
+        """Kill the workers whose job passed its deadline; a numeric partial verdict stands in for the result."""
+        now = time.monotonic()
+        for worker, entry in list(active.items()):
+            if now >= entry[2]:
+                del active[worker]
+                partial = entry[3]
+                results[entry[0]] = (partial, "numeric_deadline") if partial else ("timeout", "deadline")
+                self._replace(worker)
 
 _default: WorkerPool | None = None
 _default_lock = threading.Lock()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 from .api import verify_batch, warmup
 from .extract import EXPLICIT_STYLES, find_answer
@@ -103,6 +104,17 @@ class FormatReward(Reward):
         return format_reward(completions, self.style)
 
 
+def weighted_sum(components: Sequence[Any], weights: Sequence[float], zero: Any) -> Any:
+    """``zero + w_0 * c_0 + w_1 * c_1 + ...``, left to right, for vectors with scalar ``*`` and ``+`` (tensors):
+    the one reward-weighting rule, used by ``WeightedReward`` (float64) and ``srlm_pl.rl.scoring.score`` (float32)."""
+    if len(components) != len(weights):
+        raise ValueError(f"{len(components)} rewards but {len(weights)} weights")
+    total = zero
+    for weight, values in zip(weights, components, strict=True):
+        total = total + weight * values
+    return total
+
+
 class WeightedReward(Reward):
     """Weighted sum of other rewards, e.g. ``1.0 * accuracy + 0.1 * format``."""
 
@@ -134,8 +146,8 @@ class WeightedReward(Reward):
         return out
 
     def __call__(self, completions: Sequence[str], golds: Sequence[str]) -> list[float]:
-        totals = [0.0] * len(completions)
-        for weight, scores in zip(self.weights, self.components(completions, golds).values(), strict=True):
-            for i, score in enumerate(scores):
-                totals[i] += weight * score
-        return totals
+        import torch  # float64 tensors: the same double-precision arithmetic as Python floats
+
+        columns = [torch.tensor([float(v) for v in scores], dtype=torch.float64)
+                   for scores in self.components(completions, golds).values()]
+        return weighted_sum(columns, self.weights, torch.zeros(len(completions), dtype=torch.float64)).tolist()
