@@ -247,6 +247,65 @@ def _cached_autocast(device_type: str, model: nn.Module) -> Iterator[None]:
             p.requires_grad_(False)
 
 
+def _prefill(model: nn.Module, prompt_ids: Tensor, prompt_mask: Tensor, ids_n: Tensor, mask_n: Tensor, *,
+             group: int, max_new: int, keep: dict[str, Any], use_cache: bool,
+             lean: bool) -> tuple[Tensor, Any, LeanDecoder | None]:
+    """The prompts' forward: last-position logits ``[N, V]`` for the ``N = B * group`` rows, the KV cache the
+    decode loop continues (``None`` without a cache or when the lean decoder holds it), and the lean decoder.
+
+    With a cache, each distinct prompt runs once and its cache is repeated ``group`` times (in the lean decoder's
+    buffers, or by the cache's own ``batch_repeat_interleave``; otherwise the repeated prompts are prefilled)."""
+    cache: Any = None
+    decoder: LeanDecoder | None = None
+    if use_cache:
+        with contiguous_head_input(model):
+            out = model(
+                input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions(prompt_mask),
+                use_cache=True, **keep,
+            )  # fmt: skip
+        cache, logits = output_cache(out), out.logits[:, -1]  # [B, V]
+        if lean:
+            torch.clear_autocast_cache()  # drop the prefill's bf16 weight casts before the decoder makes its own
+            decoder = LeanDecoder.build(model, ids_n.shape[0])
+        if decoder is not None and decoder.load_cache(cache, group, prompt_ids.shape[1] + max_new):
+            cache = None  # decoding continues in the lean decoder's buffers (prompt caches repeated G times)
+            logits = logits.repeat_interleave(group, 0)  # [N, V]
+        elif group > 1 and hasattr(cache, "batch_repeat_interleave"):
+            decoder = None
+            cache.batch_repeat_interleave(group)
+            logits = logits.repeat_interleave(group, 0)  # [N, V]
+        elif group > 1:  # cache type without batch expansion: prefill the repeated prompts instead
+            decoder = None
+            out = model(
+                input_ids=ids_n,
+                attention_mask=mask_n,
+                position_ids=positions(mask_n),
+                use_cache=True,
+                **keep,
+            )
+            cache, logits = output_cache(out), out.logits[:, -1]
+        else:
+            decoder = None
+    else:
+        out = model(
+            input_ids=ids_n, attention_mask=mask_n, position_ids=positions(mask_n), use_cache=False, **keep
+        )
+        logits = out.logits[:, -1]  # [N, V]
+    return logits, cache, decoder
+
+
+def _hf_step(model: nn.Module, token: Tensor, next_pos: Tensor, attn: Tensor, cache: Any, full: Tensor | None, *,
+             cache_kw: str, keep: dict[str, Any]) -> tuple[Tensor, Any]:
+    """One decoding step through the model's own forward: the new token against the KV cache, or (``full``, no
+    cache) the whole sequence again. Returns the next logits ``[N, V]`` and the cache."""
+    if full is None:
+        out = model(input_ids=token[:, None], attention_mask=attn, position_ids=next_pos[:, None], use_cache=True,
+                    **{cache_kw: cache})
+        return out.logits[:, -1], output_cache(out)
+    out = model(input_ids=full, attention_mask=attn, position_ids=positions(attn), use_cache=False, **keep)
+    return out.logits[:, -1], cache
+
+
 def _generate(
     model: nn.Module,
     prompts: list[list[int]],
@@ -276,43 +335,8 @@ def _generate(
     by_string = torch.zeros(n_rows, dtype=torch.bool, device=device)
     next_pos = mask_n.sum(-1)  # [N] position id of the next token
     attn = mask_n  # [N, P + t]
-
-    cache: Any = None
-    decoder: LeanDecoder | None = None
-    if use_cache:
-        with contiguous_head_input(model):
-            out = model(
-                input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions(prompt_mask),
-                use_cache=True, **keep,
-            )  # fmt: skip
-        cache, logits = output_cache(out), out.logits[:, -1]  # [B, V]
-        if lean:
-            torch.clear_autocast_cache()  # drop the prefill's bf16 weight casts before the decoder makes its own
-            decoder = LeanDecoder.build(model, n_rows)
-        if decoder is not None and decoder.load_cache(cache, group, prompt_ids.shape[1] + max_new):
-            cache = None  # decoding continues in the lean decoder's buffers (prompt caches repeated G times)
-            logits = logits.repeat_interleave(group, 0)  # [N, V]
-        elif group > 1 and hasattr(cache, "batch_repeat_interleave"):
-            decoder = None
-            cache.batch_repeat_interleave(group)
-            logits = logits.repeat_interleave(group, 0)  # [N, V]
-        elif group > 1:  # cache type without batch expansion: prefill the repeated prompts instead
-            decoder = None
-            out = model(
-                input_ids=ids_n,
-                attention_mask=mask_n,
-                position_ids=positions(mask_n),
-                use_cache=True,
-                **keep,
-            )
-            cache, logits = output_cache(out), out.logits[:, -1]
-        else:
-            decoder = None
-    else:
-        out = model(
-            input_ids=ids_n, attention_mask=mask_n, position_ids=positions(mask_n), use_cache=False, **keep
-        )
-        logits = out.logits[:, -1]  # [N, V]
+    logits, cache, decoder = _prefill(model, prompt_ids, prompt_mask, ids_n, mask_n, group=group, max_new=max_new,
+                                      keep=keep, use_cache=use_cache, lean=lean)
 
     for step in range(max_new):
         token = sample_next_token(logits, config, generator)  # [N]
@@ -330,20 +354,9 @@ def _generate(
         attn = torch.cat([attn, attn.new_ones(n_rows, 1)], dim=1)
         if decoder is not None:
             logits = decoder.step(token, next_pos, attn)
-            next_pos = next_pos + 1
-            continue
-        if use_cache:
-            out = model(
-                input_ids=token[:, None], attention_mask=attn, position_ids=next_pos[:, None],
-                use_cache=True, **{cache_kw: cache},
-            )  # fmt: skip
-            cache = output_cache(out)
         else:
-            full = torch.cat([ids_n, completion[:, : step + 1]], dim=1)  # [N, P + t]
-            out = model(
-                input_ids=full, attention_mask=attn, position_ids=positions(attn), use_cache=False, **keep
-            )
-        logits = out.logits[:, -1]
+            full = None if use_cache else torch.cat([ids_n, completion[:, : step + 1]], dim=1)  # [N, P + t]
+            logits, cache = _hf_step(model, token, next_pos, attn, cache, full, cache_kw=cache_kw, keep=keep)
         next_pos = next_pos + 1
 
     lengths = comp_mask.sum(-1)  # [N]

@@ -107,7 +107,9 @@ class DistillModule(PostTrainingModule):
         length_multiple: int = 32,
         seed: int = 0,
     ) -> None:
-        """
+        """Store and check the config (one documented line per argument: LightningCLI shows them as ``--help``,
+        which is why this function is long).
+
         Args:
             policy: the student (hub id, local folder or ``tiny``; LoRA/QLoRA via ``lora``/``quantization``);
                 ``layer_stride: n`` on the teacher's folder derives a student from every n-th teacher layer.

@@ -89,7 +89,9 @@ class GRPOModule(PostTrainingModule):
         share_prompt_forward: bool = True,
         seed: int = 0,
     ) -> None:
-        """
+        """Store and check the config (one documented line per argument: LightningCLI shows them as ``--help``,
+        which is why this function is long).
+
         Args:
             policy: the model to train (hub id, folder such as a previous stage's export, or ``tiny``).
             rewards: reward functions by ``class_path`` (default: ``srlm_pl.verifiers.AccuracyReward``).
