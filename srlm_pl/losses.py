@@ -348,7 +348,7 @@ def grpo_policy_loss(
     ``entropy``. Metrics (masked token means, 0 on an empty mask): ``loss``, ``clip_frac_low`` (ratio <
     1 - eps_low with A < 0), ``clip_frac_high`` (ratio > 1 + eps_high with A > 0), ``clip_frac`` (either),
     ``kl`` (when ``ref_logp`` is given, even with beta = 0), ``entropy`` (when given).
-    Kept as one function, a little over 60 lines, so the objective reads term by term in one place.
+    Kept as one long function so the objective reads term by term in one place.
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")

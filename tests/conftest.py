@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -32,3 +33,20 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "gsm8k" / "test.jsonl").is_file():
         pytest.skip(f"real datasets not found at {SHARED_DATA} (set SRLM_SHARED_DATA to the shared/data folder)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Run the test with one torch thread (tiny ops are faster and deterministic without the pool)."""
+    from distill_teacher import one_thread
+
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="session")
+def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny trained teacher exported as a Hugging Face folder, built once per session (distill_teacher.py)."""
+    from distill_teacher import shared_teacher
+
+    return shared_teacher(tmp_path_factory)

@@ -6,12 +6,10 @@ for backward."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
 
-from distill_teacher import one_thread  # noqa: E402
 from srlm_pl.ops import chunked_kd_loss
 from srlm_pl.ops.fused_kd import _FusedKD
 
@@ -19,10 +17,7 @@ N, HS, HT, V, VS = 13, 6, 10, 21, 19  # rows, student/teacher width, head rows (
 FUSED_NODE = _FusedKD._backward_cls  # the autograd node of the fused KD Function
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py: small ops, no thread pool
 
 
 def _probs(logits: torch.Tensor, tau: float) -> torch.Tensor:

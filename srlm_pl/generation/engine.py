@@ -320,6 +320,9 @@ def _generate(
     device: torch.device,
     lean: bool = False,
 ) -> GenerationOutput:
+    """Prefill, then the decode loop (sample, mark EOS and stop strings, step the lean decoder or the HF forward).
+
+    Kept long: the loop's state (tokens, masks, running rows, positions) is shared by every line of it."""
     group, max_new = config.num_samples, config.max_new_tokens
     params = forward_params(model)
     keep: dict[str, Any] = {"logits_to_keep": 1} if "logits_to_keep" in params else {}

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import torch
 
-from distill_teacher import one_thread, shared_teacher  # noqa: E402
 from srlm_pl.kd.teacher import (
     GIB,
     ParamCount,
@@ -27,16 +24,7 @@ from srlm_pl.kd.teacher import (
 )
 from srlm_pl.models.loading import ModelLoadError, ModelSpec, load_model, load_tokenizer
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    with one_thread():
-        yield
-
-
-@pytest.fixture(scope="session")
-def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return shared_teacher(tmp_path_factory)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py: small ops, no thread pool
 
 
 # ------------------------------------------------------------------------------------------------ vocabulary

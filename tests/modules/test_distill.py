@@ -5,14 +5,13 @@ reproducible choices after resume, and the errors raised before the first step."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 
-from distill_teacher import TEMPLATE, one_thread, shared_teacher  # noqa: E402
+from distill_teacher import TEMPLATE  # noqa: E402
 from srlm_pl.data.datamodules import SFTDataModule
 from srlm_pl.data.sources import BuiltinProblems, DataSource
 from srlm_pl.data.templates import PromptTemplate
@@ -22,16 +21,7 @@ from srlm_pl.modules.distill import DistillModule
 from srlm_pl.optim import AdamW
 from test_distill_losses import reference  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    with one_thread():
-        yield
-
-
-@pytest.fixture(scope="session")
-def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return shared_teacher(tmp_path_factory)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py: small ops, no thread pool
 
 
 def make_module(teacher_dir: Path, teacher: Path | None = None, **kw) -> DistillModule:

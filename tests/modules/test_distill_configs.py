@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,18 +13,8 @@ import yaml
 from srlm_pl.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-from distill_teacher import one_thread, shared_teacher  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    with one_thread():
-        yield
-
-
-@pytest.fixture(scope="session")
-def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return shared_teacher(tmp_path_factory)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py: small ops, no thread pool
 
 
 @pytest.fixture(autouse=True)

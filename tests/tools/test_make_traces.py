@@ -8,13 +8,11 @@ import json
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-from distill_teacher import one_thread, shared_teacher  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("make_traces", ROOT / "tools" / "make_traces.py")
 mt = importlib.util.module_from_spec(_spec)
@@ -22,15 +20,7 @@ sys.modules["make_traces"] = mt  # dataclasses look their module up there
 _spec.loader.exec_module(mt)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    with one_thread():
-        yield
-
-
-@pytest.fixture(scope="session")
-def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return shared_teacher(tmp_path_factory)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py: small ops, no thread pool
 
 
 def test_judge_prompt_keeps_correct_finished_distinct_samples():
