@@ -137,9 +137,7 @@ def categorical(probs: Tensor, generator: torch.Generator | None) -> Tensor:
     """One exact categorical draw per row from ``probs[N, V]`` by inverse CDF: the first token whose float64
     cumulative mass exceeds ``u * total`` with one ``u ~ U[0, 1)`` per row. Tokens of zero probability are never
     drawn (their cumulative mass equals their predecessor's). One uniform per row instead of the exponential
-    race's V exponentials: ``tools/bench_generation.py`` measured 1.2 ms against 12.1 ms (race) and 12.2 ms
-    (``torch.multinomial``) at [16, 49152] on the 2-core CPU, where the race had been 11 ms of a 61 ms SmolLM2
-    decode step."""
+    race's V exponentials (``tools/bench.py generation`` compares them; figures in docs/performance.md)."""
     cdf = probs.double().cumsum(-1)  # [N, V]
     u = torch.rand((probs.shape[0], 1), generator=generator, dtype=torch.float64, device=probs.device)
     index = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)  # [N, 1]

@@ -1,6 +1,7 @@
 """A deterministic corpus of (gold, completion, expected) pairs in GSM8K and MATH-500 styles.
 
-Used by the differential test against math-verify and by ``tools/bench_verify.py``. The golds imitate
+Used by the differential test against math-verify; ``tools/benchlib/data/verifier_corpus.jsonl`` is a copy for
+``tools/bench.py verify``, kept equal to this corpus by ``test_benchmark_corpus_copy_is_current``. The golds imitate
 the two datasets' formats (GSM8K: a worked solution ending in ``#### N``; MATH-500: a bare LaTeX answer),
 written here by hand (no dataset text is copied). Each gold comes with completions that state the answer
 in equivalent forms (expected True) and in wrong forms (expected False).

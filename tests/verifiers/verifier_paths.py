@@ -1,4 +1,4 @@
-"""Paths shared by the verifier tests and ``tools/bench_verify.py`` (a uniquely named helper module, so it
+"""Paths shared by the verifier tests (a uniquely named helper module, so it
 cannot clash with other test folders' helpers or conftest files)."""
 
 from __future__ import annotations

@@ -1,15 +1,14 @@
-"""GRPO learning run: SmolLM2-135M-Instruct on built-in one-step word problems (add/subtract up to 20), where it
-starts at 38% greedy accuracy (100-problem probe) when asked to "Solve the problem in one line. Put your final answer
-within \\boxed{}."; held-out accuracy before and after, wall time, reward curve. Called by
-``tools/bench_grpo.py --learn``.
+"""GRPO learning run (an experiment, not a benchmark): SmolLM2-135M-Instruct on built-in one-step word problems
+(add/subtract up to 20) with the instruction "Solve the problem in one line. Put your final answer within
+\\boxed{}."; held-out accuracy before and after, wall time, reward curve (docs/results.md).
 
 Held-out set: 200 built-in level-1 problems with seed 99 (training prompts use seed 11: a different stream).
 Evaluation: ``tools/evaluate.py`` (greedy, 128 new tokens, bf16 autocast). Training: ``python -m srlm_pl fit`` with
 ``GRPOModule`` (G = 8, 8 prompts per step, 128 new tokens, temperature 1.0, beta 0, DAPO, clip-higher, dynamic
-sampling with one refill round, lr ``--lr`` (2e-5) constant after 3 warm-up steps) for ``--minutes`` of wall time
-(``trainer.max_time``). Probes of other prompts on the same model (100 problems, greedy, 128 tokens): the
-step-by-step ``\\boxed{}`` instruction 12.5% (200 problems; long answers that keep computing after the right
-number), "The answer is N" 4%, SVAMP with the ``\\boxed{}`` instruction 6% (50 problems).
+sampling with one refill round, lr ``--lr`` constant after 3 warm-up steps) for ``--minutes`` of wall time
+(``trainer.max_time``). Output under ``runs/grpo_learn`` (replaced on every run), the result as a final JSON line.
+
+    python tools/grpo_learning_run.py --minutes 20 --lr 2e-5
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -25,19 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_common as bc  # noqa: E402
+from benchlib import common
 
 INSTRUCTION = "Solve the problem in one line. Put your final answer within \\boxed{}."
 HELD_OUT = ["--dataset", "builtin", "--builtin_level", "1", "--builtin_num", "200", "--builtin_seed", "99"]
 
 
 def evaluate(model: str, out: Path) -> dict[str, Any]:
-    cmd = [sys.executable, str(bc.ROOT / "tools" / "evaluate.py"), "--model", model, *HELD_OUT,
+    cmd = [sys.executable, str(common.ROOT / "tools" / "evaluate.py"), "--model", model, *HELD_OUT,
            "--prompt_style", "boxed", "--instruction", INSTRUCTION, "--max_new_tokens", "128",
            "--precision", "bf16", "--batch_size", "50", "--out", str(out), "--no_progress"]
-    subprocess.run(cmd, check=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     return json.loads((out / "summary.json").read_text())
 
 
@@ -55,7 +53,7 @@ def grpo_config(root: Path, minutes: float, lr: float) -> Path:
                                   {"class_path": "srlm_pl.callbacks.SampleLogger",
                                    "init_args": {"every_n_steps": 5}}]},
         "model": {"class_path": "srlm_pl.GRPOModule", "init_args": {
-            "policy": {"name_or_path": str(bc.SMOLLM2)},
+            "policy": {"name_or_path": str(common.SMOLLM2)},
             "rewards": [{"class_path": "srlm_pl.verifiers.AccuracyReward"}],
             "num_generations": 8, "max_new_tokens": 128, "temperature": 1.0, "beta": 0.0,
             "eps_low": 0.2, "eps_high": 0.28, "loss_aggregation": "dapo", "dynamic_sampling": True,
@@ -73,7 +71,7 @@ def grpo_config(root: Path, minutes: float, lr: float) -> Path:
     return path
 
 
-def _curve(root: Path, key: str) -> list[float]:
+def curve(root: Path, key: str) -> list[float]:
     values: dict[int, float] = {}
     for path in sorted(root.glob("logs/version_*/metrics.csv")):
         with path.open() as f:
@@ -83,7 +81,7 @@ def _curve(root: Path, key: str) -> list[float]:
     return [values[k] for k in sorted(values)]
 
 
-def _fifths(values: list[float]) -> list[float]:
+def fifths(values: list[float]) -> list[float]:
     """Means of five consecutive, equal-as-possible slices of a curve."""
     if not values:
         return []
@@ -92,38 +90,52 @@ def _fifths(values: list[float]) -> list[float]:
     return [round(sum(values[a:b]) / max(b - a, 1), 4) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
 
 
-def learn(a: argparse.Namespace) -> None:
-    if not bc.ensure_assets():
-        sys.exit("needs SmolLM2-135M-Instruct (see tools/bench_common.py)")
-    root = bc.ROOT / "runs" / "grpo_learn"
+def learn(minutes: float, lr: float) -> dict[str, Any]:
+    root = common.ROOT / "runs" / "grpo_learn"
     if root.exists():  # the evaluations resume from existing predictions: never mix in an earlier run's
         shutil.rmtree(root)
     t0 = time.perf_counter()
-    before = evaluate(str(bc.SMOLLM2), root / "eval_before")
+    before = evaluate(str(common.SMOLLM2), root / "eval_before")
     t_eval = time.perf_counter() - t0
     t1 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "srlm_pl", "fit", "--config", str(grpo_config(root, a.minutes, a.lr))],
-                   check=True, cwd=bc.ROOT, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    subprocess.run([sys.executable, "-m", "srlm_pl", "fit", "--config", str(grpo_config(root, minutes, lr))],
+                   check=True, cwd=common.ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     t_train = time.perf_counter() - t1
     after = evaluate(str(root / "export" / "final"), root / "eval_after")
-    rewards = _curve(root, "reward/mean")
+    rewards = curve(root, "reward/mean")
     k = max(1, len(rewards) // 5)
-    result = {
-        "bench": "grpo_learn", "model": "SmolLM2-135M-Instruct", "task": "built-in level 1 (200 held-out, seed 99)",
+    zero_var = curve(root, "train/zero_variance_frac")
+    lengths = curve(root, "completion/len_mean")
+    return {
+        "experiment": "grpo_learning_run", "model": "SmolLM2-135M-Instruct",
+        "task": "built-in level 1 (200 held-out, seed 99)",
         "accuracy_before": before["accuracy"], "accuracy_after": after["accuracy"],
         "no_answer_before": before["no_answer_rate"], "no_answer_after": after["no_answer_rate"],
-        "lr": a.lr, "minutes": a.minutes,
-        "train_wall_s": round(t_train, 1), "eval_wall_s": round(t_eval, 1), "steps_logged": len(rewards),
+        "lr": lr, "minutes": minutes, "train_wall_s": round(t_train, 1), "eval_wall_s": round(t_eval, 1),
+        "steps_logged": len(rewards),
         "reward_first_fifth": sum(rewards[:k]) / k if rewards else None,
         "reward_last_fifth": sum(rewards[-k:]) / k if rewards else None,
-        "zero_variance_frac_mean": (sum(z := _curve(root, "train/zero_variance_frac")) / len(z)) if rewards else None,
-        "completion_len_first_last": [_curve(root, "completion/len_mean")[i] for i in (0, -1)] if rewards else None,
-        "train_accuracy_per_fifth": _fifths(_curve(root, "train/accuracy")),
-        "reward_per_fifth": _fifths(rewards),
+        "zero_variance_frac_mean": sum(zero_var) / len(zero_var) if zero_var else None,
+        "completion_len_first_last": [lengths[0], lengths[-1]] if lengths else None,
+        "train_accuracy_per_fifth": fifths(curve(root, "train/accuracy")),
+        "reward_per_fifth": fifths(rewards),
     }
-    print(bc.table([result], ["accuracy_before", "accuracy_after", "train_wall_s", "steps_logged",
-                              "reward_first_fifth", "reward_last_fifth", "zero_variance_frac_mean"]))
-    (root / "learn_result.json").write_text(json.dumps(result, indent=2))
-    if a.json:
-        Path(a.json).write_text(json.dumps(result, indent=2))
-    print(json.dumps(result))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=20.0, help="training time budget")
+    ap.add_argument("--lr", type=float, default=2e-5, help="learning rate")
+    ap.add_argument("--json", help="also write the result here")
+    a = ap.parse_args()
+    if not common.ensure_assets():
+        sys.exit("needs SmolLM2-135M-Instruct: python ../shared/bench/assets.py /tmp/probe")
+    result = learn(a.minutes, a.lr)
+    print(common.table([result], ["accuracy_before", "accuracy_after", "train_wall_s", "steps_logged",
+                                  "reward_first_fifth", "reward_last_fifth", "zero_variance_frac_mean"]))
+    (common.ROOT / "runs" / "grpo_learn" / "learn_result.json").write_text(json.dumps(result, indent=2))
+    common.emit(result, a.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,9 +1,5 @@
-"""Shared helpers for the benchmark scripts (``tools/bench_*.py``): paths to the offline assets, running a
-benchmark variant in a fresh subprocess (so each gets its own peak RSS), TRL anchor scripts, tables.
-
-Every benchmark prints a table and a final JSON line; ratios are always against a baseline measured in the
-same session, never against numbers from another run.
-"""
+"""Shared helpers of the benchmarks: paths to the offline assets and data, running a variant in a fresh process
+(its own peak memory), the TRL anchor scripts, peak memory, tables and the final JSON line."""
 
 from __future__ import annotations
 
@@ -17,17 +13,35 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "tools" / "bench.py"
 SHARED = Path(os.environ.get("SRLM_SHARED", ROOT.parent / "shared"))
 DATA = Path(os.environ.get("SRLM_SHARED_DATA", SHARED / "data"))
 TRL_ANCHOR = SHARED / "bench" / "trl_anchor"
 ASSETS = Path(os.environ.get("SRLM_ASSETS", Path(tempfile.gettempdir()) / "probe"))
 SMOLLM2 = Path(os.environ.get("SMOLLM2_DIR", ASSETS / "smollm2_hf"))
 QWEN_TOK = Path(os.environ.get("QWEN_TOK_DIR", ASSETS / "qwen25_tok"))
+GIB = 1024**3
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def peak_rss_gib() -> float:
+    """Peak resident set size of this process (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def rss_gib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / GIB
+
+
+def peak_memory_gib(device: str) -> float:
+    """Peak GPU memory allocated on CUDA, peak resident set size on CPU."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.max_memory_allocated() / GIB
+    return peak_rss_gib()
 
 
 def have_assets() -> bool:
@@ -48,6 +62,10 @@ def ensure_assets() -> bool:
     return have_assets()
 
 
+def has_gsm8k() -> bool:
+    return (DATA / "gsm8k" / "train.jsonl").is_file()
+
+
 def last_json(stdout: str) -> dict[str, Any]:
     for line in reversed(stdout.strip().splitlines()):
         if line.startswith("{"):
@@ -57,16 +75,20 @@ def last_json(stdout: str) -> dict[str, Any]:
 
 def run_json(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
              timeout: float = 7200) -> dict[str, Any]:
-    """Run a command, return the JSON object on its last JSON line (with wall time); raise on failure."""
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                **(env or {})}
+    """Run a command, return the JSON object on its last JSON line (with its wall time); raise on failure."""
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **OFFLINE, **(env or {})},
+                          cwd=cwd, timeout=timeout)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{' '.join(cmd[:4])} ... failed:\n{proc.stderr[-3000:]}")
     out = last_json(proc.stdout)
     out["process_wall_s"] = round(time.perf_counter() - t0, 1)
     return out
+
+
+def run_worker(algo: str, config: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """One measurement in a fresh process: ``tools/bench.py worker ALGO CONFIG`` prints its row as JSON."""
+    return run_json([sys.executable, str(BENCH), "worker", algo, json.dumps(config)], env=env)
 
 
 def trl_python() -> str | None:
@@ -81,6 +103,7 @@ def trl_python() -> str | None:
 
 
 def run_trl(script: str, *args: str) -> dict[str, Any]:
+    """Run one of ``../shared/bench/trl_anchor``'s scripts on the same assets and data."""
     python = trl_python()
     if python is None:
         raise RuntimeError("TRL is not installed (pip install -e '.[bench]')")
@@ -89,7 +112,9 @@ def run_trl(script: str, *args: str) -> dict[str, Any]:
 
 
 def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """A markdown table of the given columns (floats rounded)."""
+    """A markdown table of the given columns (floats rounded); columns no row has are left out."""
+    columns = [c for c in columns if any(r.get(c) is not None for r in rows)]
+
     def fmt(v: Any) -> str:
         if isinstance(v, float):
             return f"{v:.3g}" if abs(v) < 100 else f"{v:,.0f}"
@@ -102,6 +127,7 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 def emit(result: dict[str, Any], path: str | None) -> None:
     """Print a benchmark's result as the final JSON line, and write it to ``path`` when given."""
-    print(json.dumps(result))
     if path:
-        Path(path).write_text(json.dumps(result, indent=2))
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))

@@ -1,0 +1,49 @@
+"""The one benchmark entry point of srlm_pl.
+
+    python tools/bench.py step --algo sft|kd|grpo [--vs-trl] [--workloads ...] [--json PATH]  # trainer steps
+    python tools/bench.py ops          # fused LM-head kernels; strided vs contiguous head input
+    python tools/bench.py generation   # token sampling; greedy and sampled decoding paths
+    python tools/bench.py verify       # srlm_pl.verifiers against math-verify; hostile-input latency
+
+Every subcommand measures the variants it compares in this one session (ratios against a baseline run from another
+session mean nothing on a shared machine), prints a table and a final JSON line, and writes the result to
+``--json PATH`` when given. ``python tools/bench.py SUBCOMMAND --help`` lists its flags; docs/performance.md the
+figures and the commands behind them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from benchlib import generation, ops, step, verify
+
+SUBCOMMANDS = {"step": step, "ops": ops, "generation": generation, "verify": verify}
+HELP = {"step": "step time and memory of the trainer (sft, kd, grpo), optionally against TRL",
+        "ops": "fused LM-head kernels; strided vs contiguous head input",
+        "generation": "token sampling; greedy and sampled decoding paths",
+        "verify": "srlm_pl.verifiers against math-verify; hostile-input latency"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{step,ops,generation,verify}")
+    for name, module in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=HELP[name], description=module.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(func=module.run)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["worker"]:  # one measurement in a fresh process, started by the step benchmark
+        step.worker(argv[1], argv[2])
+        return
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
