@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from test_verifier_safety import HOSTILE
+
 from verifier_corpus import build_corpus
 
 DATA = Path(__file__).resolve().parents[2] / "tools" / "benchlib" / "data"
