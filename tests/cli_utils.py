@@ -98,3 +98,19 @@ def logged(root: Path, key: str) -> dict[int, float]:
                 if row.get(key):
                     out[int(row["step"])] = float(row[key])
     return out
+
+
+def edit_config(config: Path, fn) -> Path:  # noqa: ANN001 (a function of the config dict)
+    """Apply ``fn`` to the YAML config dict in place and write it back."""
+    cfg = yaml.safe_load(config.read_text())
+    fn(cfg)
+    config.write_text(yaml.safe_dump(cfg))
+    return config
+
+
+def add_callbacks(config: Path, *callbacks: dict) -> Path:
+    return edit_config(config, lambda c: c["trainer"].setdefault("callbacks", []).extend(callbacks))
+
+
+def set_batch_size(config: Path, batch_size: int) -> Path:
+    return edit_config(config, lambda c: c["data"]["init_args"].update(batch_size=batch_size))

@@ -16,28 +16,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from transformers import AutoModelForCausalLM
 
-from cli_utils import distill_config, grpo_config, logged, sft_config
+from cli_utils import add_callbacks, distill_config, grpo_config, logged, set_batch_size, sft_config
 from distill_teacher import shared_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = dict(rel=1e-4, abs=1e-6)
-
-
-def _set_batch(config: Path, batch_size: int) -> Path:
-    cfg = yaml.safe_load(config.read_text())
-    cfg["data"]["init_args"]["batch_size"] = batch_size
-    config.write_text(yaml.safe_dump(cfg))
-    return config
-
-
-def _add_callbacks(config: Path, callbacks: list[dict]) -> Path:
-    cfg = yaml.safe_load(config.read_text())
-    cfg["trainer"]["callbacks"] = cfg["trainer"].get("callbacks", []) + callbacks
-    config.write_text(yaml.safe_dump(cfg))
-    return config
 
 
 def _fit(config: Path, strategy: str | None = None, devices: int = 1, *extra: str,
@@ -63,20 +48,20 @@ def _assert_same(expected: dict[int, float], got: dict[int, float], what: str) -
 
 def test_sft_ddp_fsdp2_match_one_process_and_fsdp2_resumes_under_another_world_size(tmp_path: Path) -> None:
     single = tmp_path / "single"
-    _fit(_set_batch(sft_config(single, max_steps=6, every=2), 8))
+    _fit(set_batch_size(sft_config(single, max_steps=6, every=2), 8))
     ddp = tmp_path / "ddp"
-    _fit(_set_batch(sft_config(ddp, max_steps=6, every=2), 4), "ddp", 2)
+    _fit(set_batch_size(sft_config(ddp, max_steps=6, every=2), 4), "ddp", 2)
     expected = logged(single, "train/loss")
     _assert_same(expected, logged(ddp, "train/loss"), "ddp")
     # FSDP2 on 2 processes crashes at step 5 (last checkpoint: step 4, a folder of 2 shards) ...
     sharded = tmp_path / "fsdp2"
     crash = [{"class_path": "crash_callback.CrashAtStep", "init_args": {"step": 5}}]
-    crashed = _fit(_set_batch(sft_config(sharded, max_steps=6, every=2, extra_callbacks=crash), 4), "fsdp2", 2,
+    crashed = _fit(set_batch_size(sft_config(sharded, max_steps=6, every=2, extra_callbacks=crash), 4), "fsdp2", 2,
                    ok=False)
     assert "simulated crash at step 5" in crashed.stderr, crashed.stderr[-4000:]  # the crash, not another failure
     assert (sharded / "checkpoints" / "last.ckpt").is_dir()
     # ... and resumes on ONE process with the same global batch: the checkpoint is resharded on load
-    _fit(_set_batch(sft_config(sharded, max_steps=6, every=2), 8), "fsdp2", 1, "--ckpt_path", "last")
+    _fit(set_batch_size(sft_config(sharded, max_steps=6, every=2), 8), "fsdp2", 1, "--ckpt_path", "last")
     with (sharded / "logs" / "version_1" / "metrics.csv").open() as f:
         resumed_steps = sorted({int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss")})
     assert resumed_steps == [4, 5]  # continued from the sharded step-4 checkpoint, not from step 0
@@ -87,7 +72,7 @@ def test_grpo_ddp_fsdp2_match_one_process_and_the_sharded_export_loads(tmp_path:
     runs = {}
     for name, strategy, batch in [("single", None, 4), ("ddp", "ddp", 2), ("fsdp2", "fsdp2", 2)]:
         root = tmp_path / name
-        _fit(_set_batch(grpo_config(root, max_steps=3), batch), strategy, 2 if strategy else 1)
+        _fit(set_batch_size(grpo_config(root, max_steps=3), batch), strategy, 2 if strategy else 1)
         runs[name] = root
     for key in ["reward/mean", "train/grad_norm", "completion/len_mean"]:
         expected = logged(runs["single"], key)
@@ -107,7 +92,7 @@ def test_distill_ddp_fsdp2_match_one_process(tmp_path: Path, tmp_path_factory: p
         root = tmp_path / name
         probe = {"class_path": "parallel_probe.ShardProbe", "init_args": {"out": str(root / "probe"),
                                                                            "target": "teacher"}}
-        _fit(_add_callbacks(distill_config(root, teacher, max_steps=4, batch_size=batch), [probe]), strategy,
+        _fit(add_callbacks(distill_config(root, teacher, max_steps=4, batch_size=batch), probe), strategy,
              2 if strategy else 1)
         runs[name] = root
     # each rank wrote what its teacher was at the start of training: under FSDP2 every parameter is a DTensor

@@ -17,19 +17,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from cli_utils import grpo_config, logged
+from cli_utils import grpo_config, logged, set_batch_size
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = dict(rel=1e-4, abs=1e-6)
-
-
-def _set_batch(config: Path, batch_size: int) -> Path:
-    cfg = yaml.safe_load(config.read_text())
-    cfg["data"]["init_args"]["batch_size"] = batch_size
-    config.write_text(yaml.safe_dump(cfg))
-    return config
 
 
 def _fit(config: Path, strategy: str | None, *extra: str, timeout: int = 420) -> None:
@@ -69,7 +61,7 @@ def test_grpo_fsdp2_with_beta_shards_and_uses_the_reference_like_one_process(tmp
         root = tmp_path / name
         probes = [_probe("ShardProbe", root / "probe", target="reference"), _probe("GRPOProbe", root / "probe")]
         config = grpo_config(root, max_steps=3, beta=0.5, rewards=_rank_signal([0, 1]), extra_callbacks=probes)
-        _fit(_set_batch(config, batch), strategy)
+        _fit(set_batch_size(config, batch), strategy)
         runs[name] = root
     probe = runs["fsdp2"] / "probe"
     refs = _ranks(probe, "reference")
@@ -103,7 +95,7 @@ def test_grpo_ddp_rank_without_signal_trains_on_the_zero_advantage_filler_in_ste
     rank 1 joins with the filler (no tokens, zero advantages) and both take every optimizer step."""
     probe = tmp_path / "probe"
     config = grpo_config(tmp_path, max_steps=2, rewards=_rank_signal([0]), extra_callbacks=[_probe("GRPOProbe", probe)])
-    _fit(_set_batch(config, 2), "ddp")
+    _fit(set_batch_size(config, 2), "ddp")
     signal_rank, silent_rank = _ranks(probe, "steps")
     for rank, steps in enumerate((signal_rank, silent_rank)):
         assert steps["global_step"] == 2 and steps["optimizer_steps"] == 2, (rank, steps)
@@ -118,7 +110,7 @@ def test_grpo_ddp_rank_without_signal_trains_on_the_zero_advantage_filler_in_ste
 def test_grpo_ddp_no_rank_with_signal_skips_on_every_rank(tmp_path: Path) -> None:
     probe = tmp_path / "probe"
     config = grpo_config(tmp_path, max_steps=2, rewards=_rank_signal([]), extra_callbacks=[_probe("GRPOProbe", probe)])
-    _fit(_set_batch(config, 2), "ddp", "--trainer.limit_train_batches", "2", "--trainer.max_epochs", "1")
+    _fit(set_batch_size(config, 2), "ddp", "--trainer.limit_train_batches", "2", "--trainer.max_epochs", "1")
     for rank, steps in enumerate(_ranks(probe, "steps")):
         assert steps["skipped_steps"] == 2 and steps["rollouts"] == [], (rank, steps)
         assert steps["global_step"] == 0 and steps["optimizer_steps"] == 0, (rank, steps)

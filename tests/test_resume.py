@@ -14,23 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from cli_utils import fit, grpo_config, logged, sft_config
+from cli_utils import add_callbacks, edit_config, fit, grpo_config, logged, sft_config
 
 CRASH = "crash_callback.CrashAtStep"
 PROBE = "resume_probe.ResumeProbe"
-
-
-def _edit(config: Path, fn) -> Path:  # noqa: ANN001
-    cfg = yaml.safe_load(config.read_text())
-    fn(cfg)
-    config.write_text(yaml.safe_dump(cfg))
-    return config
-
-
-def _with(config: Path, *callbacks: dict) -> Path:
-    return _edit(config, lambda c: c["trainer"]["callbacks"].extend(callbacks))
 
 
 def _probe(out: Path, tag: str) -> dict:
@@ -40,6 +28,18 @@ def _probe(out: Path, tag: str) -> dict:
 def _first_logged_step(root: Path, version: int) -> int:
     with (root / "logs" / f"version_{version}" / "metrics.csv").open() as f:
         return min(int(row["step"]) for row in csv.DictReader(f) if row.get("step"))
+
+
+def _straight_crashed_resumed(tmp_path: Path, build, crash_step: int) -> tuple[Path, Path, Path, dict]:  # noqa: ANN001
+    """A straight run, the same run crashed at ``crash_step``, and its resume with ``--ckpt_path last``; each with
+    a probe. Returns (probes folder, straight root, crashed root, the checkpoint the resume started from)."""
+    probes, straight, crashed = tmp_path / "probes", tmp_path / "straight", tmp_path / "crashed"
+    fit(build(straight, _probe(probes, "straight")))
+    with pytest.raises(RuntimeError, match=f"simulated crash at step {crash_step}"):
+        fit(build(crashed, _probe(probes, "crashed"), {"class_path": CRASH, "init_args": {"step": crash_step}}))
+    ckpt = _ckpt(crashed)
+    fit(build(crashed, _probe(probes, "resumed")), "--ckpt_path", "last")
+    return probes, straight, crashed, ckpt
 
 
 def _ckpt(root: Path) -> dict:
@@ -52,19 +52,12 @@ def _sft(root: Path, *callbacks: dict) -> Path:
         cfg["trainer"].update(val_check_interval=4, limit_val_batches=2)
         export = next(cb for cb in cfg["trainer"]["callbacks"] if cb["class_path"] == "srlm_pl.HFExport")
         export["init_args"] = {"monitor": "val/loss", "mode": "min"}
-    return _with(_edit(sft_config(root, max_steps=14, every=4), tune), *callbacks)
+    return add_callbacks(edit_config(sft_config(root, max_steps=14, every=4), tune), *callbacks)
 
 
 def test_sft_resume_restores_weights_optimizer_scheduler_data_position_and_best_score(tmp_path: Path) -> None:
-    probes = tmp_path / "probes"
-    straight = tmp_path / "straight"
-    fit(_sft(straight, _probe(probes, "straight")))
-    crashed = tmp_path / "crashed"
-    with pytest.raises(RuntimeError, match="simulated crash at step 9"):
-        fit(_sft(crashed, _probe(probes, "crashed"), {"class_path": CRASH, "init_args": {"step": 9}}))
-    ckpt = _ckpt(crashed)
+    probes, straight, crashed, ckpt = _straight_crashed_resumed(tmp_path, _sft, crash_step=9)
     assert ckpt["global_step"] == 8
-    fit(_sft(crashed, _probe(probes, "resumed")), "--ckpt_path", "last")
 
     start = torch.load(probes / "resumed_start.pt", weights_only=False)
     fresh = torch.load(probes / "straight_start.pt", weights_only=False)
@@ -114,7 +107,7 @@ def test_ckpt_path_last_without_a_checkpoint_exits_naming_the_folder(tmp_path: P
 def test_a_fresh_run_over_an_existing_checkpoint_warns_and_starts_over(tmp_path: Path) -> None:
     fit(sft_config(tmp_path, max_steps=2, every=1))
     with pytest.warns(UserWarning, match=r"last\.ckpt is from an earlier run: starting over"):
-        fit(_with(sft_config(tmp_path, max_steps=2, every=1), _probe(tmp_path / "probes", "again")))
+        fit(add_callbacks(sft_config(tmp_path, max_steps=2, every=1), _probe(tmp_path / "probes", "again")))
     assert torch.load(tmp_path / "probes" / "again_start.pt", weights_only=False)["global_step"] == 0
     assert _first_logged_step(tmp_path, 1) == 0
 
@@ -123,21 +116,14 @@ def _gold_gated(root: Path, *callbacks: dict) -> Path:
     """GRPO (mu = 2: two optimizer steps a batch, checkpoints every 4) whose reward is 0 for prompts with golds
     not divisible by 2, so some batches have no signal and are skipped."""
     rewards = [{"class_path": "reward_fns.DigitIfGoldDivisible", "init_args": {"divisor": 2}}]
-    return _with(grpo_config(root, max_steps=10, every=4, rewards=rewards, mu=2), *callbacks)
+    return add_callbacks(grpo_config(root, max_steps=10, every=4, rewards=rewards, mu=2), *callbacks)
 
 
 def test_grpo_resume_restores_buffer_skip_counter_and_replays_the_rollout_of_that_step(tmp_path: Path) -> None:
-    probes = tmp_path / "probes"
-    straight = tmp_path / "straight"
-    fit(_gold_gated(straight, _probe(probes, "straight")))
-    crashed = tmp_path / "crashed"
-    with pytest.raises(RuntimeError, match="simulated crash at step 6"):
-        fit(_gold_gated(crashed, _probe(probes, "crashed"), {"class_path": CRASH, "init_args": {"step": 6}}))
-    ckpt = _ckpt(crashed)
+    probes, straight, crashed, ckpt = _straight_crashed_resumed(tmp_path, _gold_gated, crash_step=6)
     assert ckpt["global_step"] == 4
     assert ckpt["grpo"]["skipped_steps"] > 0, "the setup must skip a batch before the checkpoint"
     assert ckpt["grpo"]["buffer"]["rollout"] is not None
-    fit(_gold_gated(crashed, _probe(probes, "resumed")), "--ckpt_path", "last")
 
     start = torch.load(probes / "resumed_start.pt", weights_only=False)
     assert start["global_step"] == 4
