@@ -296,8 +296,8 @@ class GRPOModule(PostTrainingModule):
         global_tokens = self.global_token_count(self.buffer.rollout.completion_mask)
         sums: dict[str, float] = {}
         steps = 0
+        shuffle = self.rng("shuffle", str(self.trainer.global_rank))  # once: each pass draws a new order
         for _ in range(self.mu):
-            shuffle = self.rng("shuffle", str(self.trainer.global_rank))
             for mb in self.buffer.minibatches(self.num_minibatches, generator=shuffle):
                 mb = mb.to(self.device)
                 logp, entropy = self.logprobs(self.model, mb, with_entropy=True)

@@ -221,8 +221,8 @@ def test_training_log_prob_forwards_share_the_prompt(tmp_path, monkeypatch, shar
 
 # -- settings reach the loss -------------------------------------------------------------------------------------
 def test_mu_and_num_minibatches_set_the_optimizer_steps(tmp_path, monkeypatch) -> None:
-    """mu=3, num_minibatches=2: six optimizer steps on one batch, each pass covers every row once in 2 minibatches,
-    and every step sees the stored old log-probs of its rows."""
+    """mu=3, num_minibatches=2: six optimizer steps on one batch, each pass covers every row once in 2 minibatches
+    drawn in a new order, and every step sees the stored old log-probs of its rows."""
     spy = GRPOSpy(monkeypatch)
     cli = fit(grpo_config(tmp_path, max_steps=6, mu=3, num_minibatches=2, **VARIED))
     assert cli.trainer.global_step == 6
@@ -239,6 +239,9 @@ def test_mu_and_num_minibatches_set_the_optimizer_steps(tmp_path, monkeypatch) -
         pass_mbs = batch["minibatches"][2 * p: 2 * p + 2]
         assert [mb.num_rows for mb in pass_mbs] == [8, 8]
         assert sorted(rows(pass_mbs[0]) + rows(pass_mbs[1])) == sorted(rows(stored))
+    # the passes shuffle the buffer anew: not the same split into minibatches three times
+    splits = {tuple(sorted(rows(batch["minibatches"][2 * p]))) for p in range(3)}
+    assert len(splits) > 1, "every mu pass used the same minibatch order"
     for call, mb in zip(batch["losses"], batch["minibatches"], strict=True):
         assert call["old_logp"] is not None and torch.equal(call["old_logp"], mb.old_logp)
         assert torch.equal(call["mask"], mb.completion_mask)
