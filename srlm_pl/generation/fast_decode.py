@@ -21,7 +21,7 @@ Rotary embeddings come from the model's own ``rotary_emb`` module (any rope type
 exactly: other architectures, sliding-window layers, non-SiLU activations,
 quantised or sharded (DTensor / FSDP) weights, hooks on the modules, and peft models other than LoRA on
 ``nn.Linear`` layers (LoRA deltas are merged into the cast copies: adapters are constant during decoding).
-``tests/test_fast_decode.py`` checks logits against the HF forward in float32 and tokens under sampling.
+``tests/generation/test_fast_decode.py`` checks logits against the HF forward in float32 and tokens under sampling.
 ``SRLM_LEAN_DECODE=0`` in the environment switches it off (benchmarks use it to measure the HF path).
 """
 

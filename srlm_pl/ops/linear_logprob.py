@@ -16,7 +16,7 @@ per chunk, like checkpointing the generic path, but no autograd graph over the v
 
 Matmuls run in the autocast dtype when autocast is on, softmax and sums in float32. Used for a plain bias-free
 ``nn.Linear`` head when a gradient is needed; otherwise ``losses.chunked_token_logprobs`` takes its generic path.
-``tests/test_linear_logprob.py`` checks values and both gradients against float64.
+``tests/ops/test_linear_logprob.py`` checks values and both gradients against float64.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ GRPO batches hold each prompt G times. With ``share_prompt`` (the default) the p
 de-duplicated: each distinct prompt runs through the model once with ``use_cache=True``, its KV cache
 is indexed out to every row that shares it (an autograd-tracked gather, so the prompt still receives
 the gradient of all G completions), and only the completions run on top of it. Log-probs and
-gradients equal the concatenated forward's (``tests/test_logprobs.py``); the prompt costs 1/G of the
+gradients equal the concatenated forward's (``tests/rl/test_logprobs.py``); the prompt costs 1/G of the
 compute. Models with gradient checkpointing (which turns the cache off in training) use the
 concatenated forward.
 """
