@@ -1,4 +1,5 @@
-"""Old module paths kept importable after the move to the layered layout, with a ``DeprecationWarning``.
+"""Old module paths kept importable after the move to the layered layout, with a ``FutureWarning`` (shown by default:
+the warning is meant for users' code, which Python's filters would hide a ``DeprecationWarning`` from).
 
 ``import srlm_pl.rollout`` (and ``from srlm_pl.rollout import ...``, or a ``class_path`` through it) returns the
 module at its new path, the same module object, so monkeypatching either name patches both.
@@ -28,6 +29,9 @@ MOVED = {
 
 
 class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def __init__(self) -> None:
+        self._specs: dict[str, importlib.machinery.ModuleSpec] = {}
+
     def find_spec(self, fullname: str, path: object, target: object = None) -> importlib.machinery.ModuleSpec | None:
         if fullname not in MOVED:
             return None
@@ -35,11 +39,14 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
         new = MOVED[spec.name]
-        warnings.warn(f"{spec.name} moved to {new}; the old path will be removed", DeprecationWarning, stacklevel=2)
-        return importlib.import_module(new)
+        warnings.warn(f"{spec.name} moved to {new}; the old path will be removed", FutureWarning, stacklevel=2)
+        module = importlib.import_module(new)
+        self._specs[spec.name] = module.__spec__  # the import system overwrites it with the alias's spec
+        return module
 
     def exec_module(self, module: ModuleType) -> None:
-        sys.modules[module.__name__] = module  # keep the new name too (create_module returned that module)
+        # the module ran at its new path already; give it back its own spec (reload, relative imports)
+        module.__spec__ = self._specs.pop(module.__spec__.name, module.__spec__)
 
 
 def install() -> None:

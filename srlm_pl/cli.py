@@ -43,7 +43,7 @@ class SRLMCLI(LightningCLI):
         callbacks = trainer.callbacks or []
         callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
         if self.subcommand == "fit" and trainer.enable_checkpointing is not False and not any(
-                "Checkpoint" in str(getattr(cb, "class_path", "")) for cb in callbacks):
+                _is_checkpoint_callback(str(getattr(cb, "class_path", ""))) for cb in callbacks):
             callbacks.append(Namespace(class_path=CHECKPOINT, init_args=Namespace()))
             trainer.callbacks = callbacks
 
@@ -52,6 +52,11 @@ class SRLMCLI(LightningCLI):
             check_resume(self.trainer, self.config_init[self.subcommand].get("ckpt_path"))
         except ResumeError as err:
             raise SystemExit(f"error: {err}") from None
+
+
+def _is_checkpoint_callback(class_path: str) -> bool:
+    """A ``ModelCheckpoint`` (or subclass) by name; ``OnExceptionCheckpoint`` does not replace the default one."""
+    return "Checkpoint" in class_path and not class_path.endswith("OnExceptionCheckpoint")
 
 
 def check_strategy_fits_accelerator(strategy: object, accelerator: object) -> None:

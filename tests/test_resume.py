@@ -148,3 +148,26 @@ def test_grpo_resume_restores_buffer_skip_counter_and_replays_the_rollout_of_tha
         expected, resumed = logged(straight, key), logged(crashed, key)
         for step in resumed:
             assert resumed[step] == pytest.approx(expected[step], rel=1e-5, abs=1e-6), (key, step)
+
+
+def test_an_on_exception_checkpoint_is_resumed_and_keeps_the_default_checkpoint(tmp_path: Path) -> None:
+    def config(*callbacks: dict) -> Path:  # no explicit Checkpoint (the CLI adds its default) + OnExceptionCheckpoint
+        exc = {"class_path": "lightning.pytorch.callbacks.OnExceptionCheckpoint",
+               "init_args": {"dirpath": str(tmp_path)}}
+        cfg = edit_config(sft_config(tmp_path, max_steps=5, every=None), lambda c: c["trainer"]["callbacks"].pop(0))
+        return add_callbacks(cfg, exc, *callbacks)
+
+    with pytest.raises(RuntimeError, match="simulated crash at step 3"):
+        fit(config({"class_path": CRASH, "init_args": {"step": 3}}))
+    assert (tmp_path / "on_exception.ckpt").is_file() and not (tmp_path / "checkpoints" / "last.ckpt").exists()
+    cli = fit(config(), "--ckpt_path", "last")
+    assert any(type(cb).__name__ == "Checkpoint" for cb in cli.trainer.callbacks)  # the default was still added
+    assert _first_logged_step(tmp_path, 1) == 3
+
+
+def test_a_plain_model_checkpoint_without_dirpath_gets_a_hint(tmp_path: Path) -> None:
+    config = edit_config(sft_config(tmp_path, max_steps=2, every=1), lambda c: c["trainer"]["callbacks"].__setitem__(
+        0, {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"save_last": True}}))
+    with pytest.raises(SystemExit) as exc:
+        fit(config, "--ckpt_path", "last")
+    assert "A ModelCheckpoint without dirpath writes into each run's new logs/version_N folder" in str(exc.value.code)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
 
@@ -73,9 +73,16 @@ def checkpoint_dirs(trainer: L.Trainer) -> list[Path]:
     return dirs
 
 
+def exception_checkpoints(trainer: L.Trainer) -> set[str]:
+    """Checkpoints written by ``OnExceptionCheckpoint`` callbacks, which Lightning also resumes from as "last"."""
+    return {str(cb.ckpt_path) for cb in trainer.callbacks
+            if isinstance(cb, OnExceptionCheckpoint) and Path(cb.ckpt_path).exists()}
+
+
 def last_checkpoints(trainer: L.Trainer) -> set[str]:
-    """Every ``last*.ckpt`` (file, or folder of shards) that ``fit(ckpt_path="last")`` would choose from."""
-    found: set[str] = set()
+    """Every checkpoint that ``fit(ckpt_path="last")`` would choose from: ``last*.ckpt`` (a file, or a folder of
+    shards) of the checkpoint callbacks, and ``OnExceptionCheckpoint``'s file."""
+    found = exception_checkpoints(trainer)
     for cb in trainer.checkpoint_callbacks:
         if isinstance(cb, ModelCheckpoint):
             found |= cb._find_last_checkpoints(trainer)
@@ -85,14 +92,21 @@ def last_checkpoints(trainer: L.Trainer) -> set[str]:
 def check_resume(trainer: L.Trainer, ckpt_path: str | Path | None) -> None:
     """Refuse ``ckpt_path="last"`` when nothing is there; warn once when a fresh run starts over a checkpoint."""
     if ckpt_path == "last":
-        if not trainer.checkpoint_callbacks:
+        if not trainer.checkpoint_callbacks and not any(isinstance(cb, OnExceptionCheckpoint)
+                                                        for cb in trainer.callbacks):
             raise ResumeError("--ckpt_path last: this run has no checkpoint callback (trainer.enable_checkpointing "
                               "is false), so there is no last checkpoint to resume from")
         if not last_checkpoints(trainer):
-            searched = ", ".join(str(d) for d in checkpoint_dirs(trainer))
+            searched = ", ".join(str(d) for d in checkpoint_dirs(trainer)) or "(no checkpoint folder)"
+            hint = ""
+            if any(type(cb) is ModelCheckpoint and cb.dirpath is None for cb in trainer.checkpoint_callbacks):
+                hint = (" A ModelCheckpoint without dirpath writes into each run's new logs/version_N folder: set its "
+                        "dirpath, or use srlm_pl.callbacks.Checkpoint.")
             raise ResumeError(f"--ckpt_path last: no last.ckpt in {searched}; nothing to resume (drop --ckpt_path "
-                              "to start a fresh run, or point trainer.default_root_dir at the interrupted run)")
+                              "to start a fresh run, or point trainer.default_root_dir at the interrupted run)." + hint)
     elif ckpt_path is None and trainer.checkpoint_callbacks:
+        if exception_checkpoints(trainer) or getattr(trainer._checkpoint_connector, "_hpc_resume_path", None):
+            return  # Lightning resumes these by itself (OnExceptionCheckpoint, a SLURM requeue's hpc checkpoint)
         old = sorted(last_checkpoints(trainer))
         if old:
             rank_zero_warn(f"{old[0]} is from an earlier run: starting over (its checkpoints will be overwritten); "

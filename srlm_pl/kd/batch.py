@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from srlm_pl.data.collate import PadCollator
+from srlm_pl.data.collate import prompts_from_batch as prompts_from_batch  # its old home (srlm_pl.kd_batch)
 from srlm_pl.generation.engine import GenerationOutput
 
 

@@ -20,6 +20,9 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 
+from srlm_pl.models.forward import completion_positions as completion_positions  # their old home: re-exported
+from srlm_pl.models.forward import hidden_states as hidden_states
+from srlm_pl.models.forward import lm_head as lm_head
 from srlm_pl.models.loading import ModelSpec, count_parameters, load_model, load_tokenizer
 from srlm_pl.optim import AdamW, WarmupCosine
 
