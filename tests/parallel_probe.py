@@ -37,15 +37,18 @@ def _local(p: torch.Tensor) -> torch.Tensor:
 
 class RankSignal:
     """Rewards 0, 1, 0, 1, ... on the ranks in ``signal_ranks`` (every group of an even size has variance), and
-    0 everywhere on the other ranks (every group has zero variance)."""
+    0 everywhere on the other ranks (every group has zero variance); after ``signal_calls`` calls (batches), 0 on
+    every rank."""
 
     name = "rank_signal"
 
-    def __init__(self, signal_ranks: list[int]) -> None:
-        self.signal_ranks = list(signal_ranks)
+    def __init__(self, signal_ranks: list[int], signal_calls: int | None = None) -> None:
+        self.signal_ranks, self.signal_calls = list(signal_ranks), signal_calls
+        self.calls = 0
 
     def __call__(self, completions: Sequence[str], golds: Sequence[str]) -> list[float]:
-        if _rank() in self.signal_ranks:
+        self.calls += 1
+        if _rank() in self.signal_ranks and (self.signal_calls is None or self.calls <= self.signal_calls):
             return [float(i % 2) for i in range(len(completions))]
         return [0.0] * len(completions)
 

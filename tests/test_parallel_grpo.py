@@ -1,6 +1,7 @@
-"""GRPO on 2 CPU processes (gloo) on the paths a single process never takes: the FSDP2-sharded reference
-model (``beta > 0``), and under DDP the global skip decision and the zero-advantage filler of a rank whose
-groups carry no signal. Each rank writes what it did through ``parallel_probe`` callbacks.
+"""GRPO on 2 CPU processes (gloo): DDP and FSDP2 match one process with the same global batch (with ``beta > 0``,
+so the FSDP2-sharded reference model runs) and the sharded export loads; under DDP, the global skip decision and
+the zero-advantage filler of a rank whose groups carry no signal. Each rank writes what it did through
+``parallel_probe`` callbacks.
 
 Each run is a real `python -m srlm_pl fit` subprocess in its own process group, killed as a whole on timeout
 (a rank that desynchronises its collectives hangs instead of failing).
@@ -17,6 +18,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import AutoModelForCausalLM
 
 from cli_utils import grpo_config, logged, set_batch_size
 
@@ -55,9 +58,9 @@ def _rank_signal(signal_ranks: list[int]) -> list[dict]:
     return [{"class_path": "parallel_probe.RankSignal", "init_args": {"signal_ranks": signal_ranks}}]
 
 
-def test_grpo_fsdp2_with_beta_shards_and_uses_the_reference_like_one_process(tmp_path: Path) -> None:
+def test_grpo_ddp_fsdp2_with_beta_match_one_process_shard_the_reference_and_export(tmp_path: Path) -> None:
     runs = {}
-    for name, strategy, batch in [("single", None, 4), ("fsdp2", "fsdp2", 2)]:
+    for name, strategy, batch in [("single", None, 4), ("ddp", "ddp", 2), ("fsdp2", "fsdp2", 2)]:
         root = tmp_path / name
         probes = [_probe("ShardProbe", root / "probe", target="reference"), _probe("GRPOProbe", root / "probe")]
         config = grpo_config(root, max_steps=3, beta=0.5, rewards=_rank_signal([0, 1]), extra_callbacks=probes)
@@ -83,35 +86,35 @@ def test_grpo_fsdp2_with_beta_shards_and_uses_the_reference_like_one_process(tmp
     assert first == pytest.approx(0.0, abs=1e-7)  # policy == reference before the first update
     assert all(v > 1e-6 for v in later), kl  # after an update the policy has moved away from the reference
     # the KL term enters the gradient from step 2: same gradients as one process with the same global batch
-    for key in ["reward/mean", "train/grad_norm", "train/kl"]:
-        expected, got = logged(runs["single"], key), logged(runs["fsdp2"], key)
-        assert expected and sorted(expected) == sorted(got), key
-        for step, value in expected.items():
-            assert got[step] == pytest.approx(value, **TOL), (key, step)
+    for key in ["reward/mean", "train/grad_norm", "train/kl", "completion/len_mean"]:
+        expected = logged(runs["single"], key)
+        for name in ("ddp", "fsdp2"):
+            got = logged(runs[name], key)
+            assert expected and sorted(expected) == sorted(got), (name, key)
+            for step, value in expected.items():
+                assert got[step] == pytest.approx(value, **TOL), (name, key, step)
+    # the sharded run's export (a full state dict gathered from the shards) loads and computes like the single one
+    ids = torch.tensor([[3, 17, 42, 99, 7, 250]])
+    plain = AutoModelForCausalLM.from_pretrained(runs["single"] / "export" / "final")
+    gathered = AutoModelForCausalLM.from_pretrained(runs["fsdp2"] / "export" / "final")
+    torch.testing.assert_close(gathered(input_ids=ids).logits, plain(input_ids=ids).logits, rtol=1e-4, atol=1e-4)
 
 
-def test_grpo_ddp_rank_without_signal_trains_on_the_zero_advantage_filler_in_step(tmp_path: Path) -> None:
-    """Rank 0's groups all have reward variance, rank 1's none: the step is not skipped (global decision),
-    rank 1 joins with the filler (no tokens, zero advantages) and both take every optimizer step."""
+def test_grpo_ddp_filler_for_a_rank_without_signal_and_global_skip_when_no_rank_has_one(tmp_path: Path) -> None:
+    """Batches 0-1: rank 0's groups all have reward variance, rank 1's none: the step is not skipped (global
+    decision), rank 1 joins with the filler (no tokens, zero advantages) and both take every optimizer step.
+    Batches 2-3: no rank has signal: both ranks skip, and nothing trains."""
     probe = tmp_path / "probe"
-    config = grpo_config(tmp_path, max_steps=2, rewards=_rank_signal([0]), extra_callbacks=[_probe("GRPOProbe", probe)])
-    _fit(set_batch_size(config, 2), "ddp")
+    rewards = [{"class_path": "parallel_probe.RankSignal", "init_args": {"signal_ranks": [0], "signal_calls": 2}}]
+    config = grpo_config(tmp_path, max_steps=10, rewards=rewards, extra_callbacks=[_probe("GRPOProbe", probe)])
+    _fit(set_batch_size(config, 2), "ddp", "--trainer.limit_train_batches", "4", "--trainer.max_epochs", "1")
     signal_rank, silent_rank = _ranks(probe, "steps")
     for rank, steps in enumerate((signal_rank, silent_rank)):
         assert steps["global_step"] == 2 and steps["optimizer_steps"] == 2, (rank, steps)
-        assert steps["skipped_steps"] == 0 and len(steps["rollouts"]) == 2, (rank, steps)
+        assert steps["skipped_steps"] == 2 and len(steps["rollouts"]) == 2, (rank, steps)
     assert all(r["tokens"] > 0 and r["nonzero_advantages"] == r["rows"] == 8 for r in signal_rank["rollouts"])
     # the filler: one group (G rows) with every completion position masked and zero advantages
     assert all(r == {"rows": 4, "tokens": 0, "nonzero_advantages": 0, "ref_logp": None}
                for r in silent_rank["rollouts"]), silent_rank["rollouts"]
     assert signal_rank["param_checksum"] == silent_rank["param_checksum"]  # replicas stepped together
-
-
-def test_grpo_ddp_no_rank_with_signal_skips_on_every_rank(tmp_path: Path) -> None:
-    probe = tmp_path / "probe"
-    config = grpo_config(tmp_path, max_steps=2, rewards=_rank_signal([]), extra_callbacks=[_probe("GRPOProbe", probe)])
-    _fit(set_batch_size(config, 2), "ddp", "--trainer.limit_train_batches", "2", "--trainer.max_epochs", "1")
-    for rank, steps in enumerate(_ranks(probe, "steps")):
-        assert steps["skipped_steps"] == 2 and steps["rollouts"] == [], (rank, steps)
-        assert steps["global_step"] == 0 and steps["optimizer_steps"] == 0, (rank, steps)
     assert logged(tmp_path, "train/skipped_steps")  # the skips are logged
