@@ -50,3 +50,19 @@ def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from distill_teacher import shared_teacher
 
     return shared_teacher(tmp_path_factory)
+
+
+@pytest.fixture
+def lean_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Row counts of every ``LeanDecoder.step`` call during the test (the lean decode path ran that often)."""
+    from srlm_pl.generation.fast_decode import LeanDecoder
+
+    steps: list[int] = []
+    original = LeanDecoder.step
+
+    def step(self, token, position, mask):  # noqa: ANN001, ANN202
+        steps.append(token.shape[0])
+        return original(self, token, position, mask)
+
+    monkeypatch.setattr(LeanDecoder, "step", step)
+    return steps

@@ -73,17 +73,6 @@ class OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def count_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    calls: list[int] = []
-    original = LeanDecoder.step
-
-    def step(self, token, position, mask):
-        calls.append(token.shape[0])
-        return original(self, token, position, mask)
-
-    monkeypatch.setattr(LeanDecoder, "step", step)
-    return calls
-
 
 @pytest.mark.parametrize("kind", ["qwen2", "llama", "llama-bias", "mistral"])
 def test_step_logits_equal_the_hf_forward_in_float32(kind: str) -> None:
@@ -112,9 +101,10 @@ def assert_steps_match_hf(model: torch.nn.Module) -> None:
 
 
 @pytest.mark.parametrize("kind", ["qwen2", "llama"])
-def test_generate_lean_equals_hf_greedy_and_seeded(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_generate_lean_equals_hf_greedy_and_seeded(kind: str, lean_steps: list[int]) -> None:
     model = make(kind)
-    calls = count_steps(monkeypatch)
+    calls = lean_steps
+    calls.clear()  # count from here
     for kw in ({"temperature": 0.0, "max_new_tokens": 10},
                {"temperature": 1.0, "top_k": 40, "top_p": 0.9, "num_samples": 3, "max_new_tokens": 10}):
         calls.clear()
@@ -124,12 +114,13 @@ def test_generate_lean_equals_hf_greedy_and_seeded(kind: str, monkeypatch: pytes
         assert torch.equal(lean.completion_ids, hf.completion_ids) and torch.equal(lean.lengths, hf.lengths)
 
 
-def test_lora_adapters_are_merged_into_the_decode_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lora_adapters_are_merged_into_the_decode_weights(lean_steps: list[int]) -> None:
     from peft import LoraConfig, get_peft_model
 
     peft_model = get_peft_model(make("qwen2"), LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
                                                           target_modules=["q_proj", "v_proj", "down_proj"]))
-    calls = count_steps(monkeypatch)
+    calls = lean_steps
+    calls.clear()  # count from here
     lean = run(peft_model, True, temperature=0.0, max_new_tokens=8)
     assert len(calls) == 7
     hf = run(peft_model, False, temperature=0.0, max_new_tokens=8)
@@ -155,7 +146,7 @@ def test_lora_bias_terms_are_merged() -> None:
     assert_steps_match_hf(peft_model.eval())
 
 
-def test_lora_variants_fall_back_to_the_hf_forward(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lora_variants_fall_back_to_the_hf_forward(lean_steps: list[int]) -> None:
     """aLoRA (active only after its invocation tokens) is a LoRA variant, not a plain delta: no lean decoder."""
     from peft import LoraConfig, get_peft_model
 
@@ -163,7 +154,8 @@ def test_lora_variants_fall_back_to_the_hf_forward(monkeypatch: pytest.MonkeyPat
                                                           alora_invocation_tokens=[7],
                                                           target_modules=["q_proj", "v_proj"]))
     assert LeanDecoder.build(peft_model, 4) is None
-    calls = count_steps(monkeypatch)
+    calls = lean_steps
+    calls.clear()  # count from here
     lean = run(peft_model, True, temperature=0.0, max_new_tokens=8)
     assert calls == []
     with peft_model.disable_adapter():  # PROMPTS hold no token 7: the adapter never activates

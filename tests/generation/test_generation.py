@@ -15,7 +15,6 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 import srlm_pl.generation.engine as gen
 from srlm_pl.generation.engine import GenerationOutput, SamplingConfig, generate, top_k_filter, top_p_filter
-from srlm_pl.generation.fast_decode import LeanDecoder
 
 PROMPTS = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
 PAD = 0
@@ -62,18 +61,6 @@ def spy_forwards(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[int, ...],
     return calls
 
 
-def spy_lean_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Row counts of every ``LeanDecoder.step`` (the lean decode path)."""
-    steps: list[int] = []
-    original = LeanDecoder.step
-
-    def step(self, token, position, mask):
-        steps.append(token.shape[0])
-        return original(self, token, position, mask)
-
-    monkeypatch.setattr(LeanDecoder, "step", step)
-    return steps
-
 
 def assert_same(a: GenerationOutput, b: GenerationOutput) -> None:
     for name, x, y in zip(GenerationOutput._fields, a, b, strict=True):
@@ -107,8 +94,9 @@ def test_seeded_sampling_deterministic_and_cache_matches_no_cache(model):
 
 
 @pytest.mark.parametrize("lean", [True, False])
-def test_group_expansion_prefills_each_prompt_once(model, monkeypatch, lean):
-    forwards, steps = spy_forwards(monkeypatch), spy_lean_steps(monkeypatch)
+def test_group_expansion_prefills_each_prompt_once(model, monkeypatch, lean, lean_steps):
+    forwards, steps = spy_forwards(monkeypatch), lean_steps
+    steps.clear()  # count from here
     out = run(model, temperature=0.0, num_samples=3, max_new_tokens=4, lean=lean)
     prefill = ((3, 5), (3, 1, 300))  # the B = 3 distinct prompts once, logits of the last position only
     if lean:  # 3 decode steps on N = B * G rows in the lean decoder, no further HF forward
@@ -253,7 +241,7 @@ def test_restores_mode_and_rejects_empty_prompt(model):
         run(model, prompts=[[1], []])
 
 
-def test_sync_ranks_keeps_stepping_while_another_rank_runs(model, monkeypatch):
+def test_sync_ranks_keeps_stepping_while_another_rank_runs(model, monkeypatch, lean_steps):
     ref = rows(run(model, temperature=0.0, max_new_tokens=10))
     eos = ref[0][0]  # row 0 stops at once; other rows may run on
     local = run(model, eos=[eos], temperature=0.0, max_new_tokens=10)
@@ -267,7 +255,8 @@ def test_sync_ranks_keeps_stepping_while_another_rank_runs(model, monkeypatch):
     monkeypatch.setattr(gen.dist, "is_initialized", lambda: True)
     monkeypatch.setattr(gen.dist, "get_backend", lambda: "gloo")
     monkeypatch.setattr(gen.dist, "all_reduce", fake_all_reduce)
-    forwards, steps = spy_forwards(monkeypatch), spy_lean_steps(monkeypatch)
+    forwards, steps = spy_forwards(monkeypatch), lean_steps
+    steps.clear()  # count from here
     synced = run(model, eos=[eos], temperature=0.0, max_new_tokens=10, sync_ranks=True)
     assert len(reduced) == 9 and len(forwards) == 1 and steps == [3] * 9  # all 10 steps, 9 of them lean
     forwards.clear()
