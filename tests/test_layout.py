@@ -100,7 +100,7 @@ def test_few_modules_are_loose_at_the_package_root() -> None:
 
 @pytest.mark.parametrize("old, new", [("srlm_pl.rollout", "srlm_pl.rl.rollout"),
                                       ("srlm_pl.teacher", "srlm_pl.kd.teacher"),
-                                      ("srlm_pl.linear_ce", "srlm_pl.ops.linear_ce")])
+                                      ("srlm_pl.kd_batch", "srlm_pl.kd.batch")])
 def test_old_module_paths_still_import_with_a_warning(old: str, new: str) -> None:
     import importlib
     import sys

@@ -2,7 +2,7 @@
 injection, hidden states without full-vocabulary logits, and generation-based validation.
 
 Strategies subclass ``PostTrainingModule`` only for this plumbing; their algorithms live in
-``losses.py``, ``generation.py`` and ``rollout.py`` as plain functions.
+``losses/``, ``generation/`` and ``rl/`` as plain functions.
 """
 
 from __future__ import annotations

@@ -1,0 +1,40 @@
+"""Pure tensor losses for SFT, knowledge distillation and the GRPO family (no Lightning, no optimizer code).
+
+* :mod:`.chunked`: the conventions (gathered positions, float32 arithmetic, chunked LM heads) and the chunked
+  cross-entropy / per-token log-prob helpers;
+* :mod:`.kd`: distillation divergences and the chunked KD loss;
+* :mod:`.policy`: GRPO-family policy losses (k3 KL, aggregation, the clipped surrogate).
+
+``srlm_pl.ops`` sends a plain ``nn.Linear`` head to fused kernels with the same values; these are the
+generic paths and the references.
+"""
+
+from .chunked import (
+    Head,
+    check_chunk,
+    check_positive,
+    check_unit,
+    chunked_cross_entropy,
+    chunked_token_logprobs,
+    selective_log_softmax,
+)
+from .kd import check_kd_inputs, chunked_kd_loss, generalized_jsd
+from .policy import AGGREGATIONS, Aggregation, aggregate, grpo_policy_loss, kl_k3
+
+__all__ = [
+    "AGGREGATIONS",
+    "Aggregation",
+    "Head",
+    "aggregate",
+    "check_chunk",
+    "check_kd_inputs",
+    "check_positive",
+    "check_unit",
+    "chunked_cross_entropy",
+    "chunked_kd_loss",
+    "chunked_token_logprobs",
+    "generalized_jsd",
+    "grpo_policy_loss",
+    "kl_k3",
+    "selective_log_softmax",
+]
