@@ -19,11 +19,25 @@ from .chunked import (
     selective_log_softmax,
 )
 from .kd import check_kd_inputs, chunked_kd_loss, generalized_jsd
-from .policy import AGGREGATIONS, Aggregation, aggregate, grpo_policy_loss, kl_k3
+from .policy import (
+    AGGREGATIONS,
+    IMPORTANCE_LEVELS,
+    Aggregation,
+    ImportanceLevel,
+    aggregate,
+    entropy_quantile_mask,
+    entropy_threshold,
+    grpo_policy_loss,
+    importance_log_ratio,
+    kl_k2,
+    kl_k3,
+)
 
 __all__ = [
     "AGGREGATIONS",
+    "IMPORTANCE_LEVELS",
     "Aggregation",
+    "ImportanceLevel",
     "Head",
     "aggregate",
     "check_chunk",
@@ -33,8 +47,12 @@ __all__ = [
     "chunked_cross_entropy",
     "chunked_kd_loss",
     "chunked_token_logprobs",
+    "entropy_quantile_mask",
+    "entropy_threshold",
     "generalized_jsd",
     "grpo_policy_loss",
+    "importance_log_ratio",
+    "kl_k2",
     "kl_k3",
     "selective_log_softmax",
 ]

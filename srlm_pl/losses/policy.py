@@ -25,12 +25,69 @@ from torch import Tensor
 
 Aggregation = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
 AGGREGATIONS: tuple[str, ...] = ("grpo", "bnpo", "dr_grpo", "dapo")
+ImportanceLevel = Literal["token", "sequence"]
+IMPORTANCE_LEVELS: tuple[str, ...] = ("token", "sequence")
 
 
 def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """Schulman's k3 estimator per token: exp(ref - logp) - (ref - logp) - 1 (>= 0, unbiased for KL)."""
     delta = ref_logp - logp
     return torch.exp(delta) - delta - 1.0
+
+
+def kl_k2(logp: Tensor, other_logp: Tensor) -> Tensor:
+    """The k2 estimator per token: ``0.5 * (logp - other_logp) ** 2`` on tokens sampled from the policy.
+
+    Its value estimates KL(pi || other) to second order; its gradient with the samples held fixed,
+    ``(logp - other_logp) * grad logp``, is an unbiased estimate of the gradient of the reverse KL
+    KL(pi || other) (the score-function term has mean 0), which k3's gradient is not (Tang & Munos, 2025, "On a
+    few pitfalls in KL divergence gradient estimation for RL"). KDRL (Xu et al., 2025) uses it for the
+    reverse KL to a teacher inside GRPO.
+    """
+    return 0.5 * (logp - other_logp) ** 2
+
+
+def importance_log_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor, level: ImportanceLevel = "token") -> Tensor:
+    """log of the importance ratio: per token ``[B, T]``, or per sequence ``[B, 1]``.
+
+    ``sequence`` is GSPO's (Zheng et al., 2025, "Group Sequence Policy Optimization"): the length-normalised
+    sequence ratio ``s_i = exp(mean over the completion's tokens of (logp - old_logp))``, the same for every
+    token of the sequence and clipped as one number (TRL ``importance_sampling_level="sequence"``, verl
+    ``policy_loss.loss_mode: gspo``). A sequence with one token has the token-level ratio.
+    """
+    if level not in IMPORTANCE_LEVELS:
+        raise ValueError(f"importance_sampling_level must be one of {IMPORTANCE_LEVELS}, got {level!r}")
+    log_ratio = logp - old_logp  # [B, T]
+    if level == "token":
+        return log_ratio
+    mask = mask.bool()
+    return torch.where(mask, log_ratio, 0.0).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1)
+
+
+def entropy_threshold(entropies: Tensor, quantile: float) -> Tensor:
+    """The entropy above which a token is among the top ``quantile`` fraction of ``entropies`` (1-D, the
+    completion tokens that count): their ``1 - quantile`` quantile (linear interpolation, as ``torch.quantile``)."""
+    if not 0.0 < quantile <= 1.0:
+        raise ValueError(f"top_entropy_quantile must be in (0, 1], got {quantile}")
+    if entropies.numel() == 0:
+        return torch.zeros((), dtype=torch.float32, device=entropies.device)
+    return torch.quantile(entropies.detach().float(), 1.0 - quantile)
+
+
+def entropy_quantile_mask(entropy: Tensor, mask: Tensor, quantile: float, *,
+                          threshold: Tensor | None = None) -> Tensor:
+    """bool ``[B, T]``: the masked tokens whose entropy is at least the ``1 - quantile`` quantile of the masked
+    tokens' entropies, i.e. the top ``quantile`` fraction, the high-entropy "forking" tokens (Wang et al., 2025,
+    "Beyond the 80/20 Rule"; TRL ``top_entropy_quantile``). ``quantile = 1`` keeps every masked token. Pass a
+    ``threshold`` computed over a larger set (all ranks) to share it; ties at the threshold are kept."""
+    keep = mask.bool()
+    if threshold is None:
+        threshold = entropy_threshold(entropy[keep], quantile)
+    elif not 0.0 < quantile <= 1.0:
+        raise ValueError(f"top_entropy_quantile must be in (0, 1], got {quantile}")
+    if quantile == 1.0:
+        return keep
+    return keep & (entropy.detach() >= threshold)
 
 
 def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
@@ -72,6 +129,23 @@ def aggregate(
     return masked.sum() / max(float(num_global_tokens), 1.0)
 
 
+def _check_policy_args(aggregation: str, eps_low: float, eps_high: float, beta: float, ref_logp: Tensor | None,
+                       entropy_coef: float, entropy: Tensor | None, teacher_kl_coef: float,
+                       teacher_logp: Tensor | None) -> None:
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    if eps_low < 0 or eps_high < 0:
+        raise ValueError(f"eps_low and eps_high must be >= 0, got eps_low={eps_low}, eps_high={eps_high}")
+    if beta < 0 or teacher_kl_coef < 0:
+        raise ValueError(f"beta and teacher_kl_coef must be >= 0, got {beta} and {teacher_kl_coef}")
+    if beta > 0 and ref_logp is None:
+        raise ValueError("beta > 0 requires ref_logp")
+    if teacher_kl_coef > 0 and teacher_logp is None:
+        raise ValueError("teacher_kl_coef > 0 requires teacher_logp")
+    if entropy_coef != 0 and entropy is None:
+        raise ValueError("entropy_coef != 0 requires entropy")
+
+
 def grpo_policy_loss(
     logp: Tensor,
     advantages: Tensor,
@@ -87,51 +161,56 @@ def grpo_policy_loss(
     num_global_tokens: float | Tensor | None = None,
     entropy: Tensor | None = None,
     entropy_coef: float = 0.0,
+    importance_sampling_level: ImportanceLevel = "token",
+    policy_mask: Tensor | None = None,
+    teacher_logp: Tensor | None = None,
+    teacher_kl_coef: float = 0.0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Clipped GRPO surrogate over ``logp[B, T]`` with ``advantages[B]`` (or per-token ``[B, T]``).
 
-    ratio = exp(logp - old_logp); ``old_logp=None`` means one policy update per rollout (mu = 1): the ratio is
-    1 but its gradient is that of logp. Per token:
-    ``-min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A) + beta * k3(logp, ref) - entropy_coef * H``,
-    then ``aggregate(..., aggregation)``. ``beta > 0`` requires ``ref_logp``; ``entropy_coef != 0`` requires
+    ratio = exp(``importance_log_ratio(logp, old_logp, mask, importance_sampling_level)``): per token, or GSPO's
+    per-sequence ratio; ``old_logp=None`` means one policy update per rollout (mu = 1): the ratio is 1 but its
+    gradient is that of logp. Per token:
+    ``-min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A) * policy_mask + beta * k3(logp, ref)
+    + teacher_kl_coef * k2(logp, teacher) - entropy_coef * H``, then ``aggregate(..., aggregation)`` over
+    ``mask``. ``policy_mask`` (e.g. ``entropy_quantile_mask``) removes the policy term of the tokens it leaves
+    out, which still count in the normaliser and keep their KL terms (as TRL's ``top_entropy_quantile``).
+    ``beta > 0`` requires ``ref_logp``; ``teacher_kl_coef > 0`` requires ``teacher_logp`` (log-probs of the
+    sampled tokens under a teacher: the reverse KL to it, see ``kl_k2``); ``entropy_coef != 0`` requires
     ``entropy``. Metrics (masked token means, 0 on an empty mask): ``loss``, ``clip_frac_low`` (ratio <
     1 - eps_low with A < 0), ``clip_frac_high`` (ratio > 1 + eps_high with A > 0), ``clip_frac`` (either),
-    ``kl`` (when ``ref_logp`` is given, even with beta = 0), ``entropy`` (when given).
+    ``kl`` (k3, when ``ref_logp`` is given, even with beta = 0), ``teacher_kl`` (the k1 estimate
+    ``logp - teacher_logp`` of KL(pi || teacher), when ``teacher_logp`` is given), ``entropy`` (when given),
+    ``policy_token_frac`` (share of the masked tokens ``policy_mask`` keeps, when given).
     Kept as one long function so the objective reads term by term in one place.
     """
-    if aggregation not in AGGREGATIONS:
-        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
-    if eps_low < 0 or eps_high < 0:
-        raise ValueError(f"eps_low and eps_high must be >= 0, got eps_low={eps_low}, eps_high={eps_high}")
-    if beta < 0:
-        raise ValueError(f"beta must be >= 0, got {beta}")
-    if beta > 0 and ref_logp is None:
-        raise ValueError("beta > 0 requires ref_logp")
-    if entropy_coef != 0 and entropy is None:
-        raise ValueError("entropy_coef != 0 requires entropy")
+    _check_policy_args(aggregation, eps_low, eps_high, beta, ref_logp, entropy_coef, entropy, teacher_kl_coef,
+                       teacher_logp)
     adv = advantages[:, None] if advantages.dim() == 1 else advantages  # [B, 1] or [B, T]
     old = logp.detach() if old_logp is None else old_logp  # [B, T]
-    ratio = torch.exp(logp - old)  # [B, T]
-    clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)  # [B, T]
-    per_token = -torch.min(ratio * adv, clipped * adv)  # [B, T]
+    ratio = torch.exp(importance_log_ratio(logp, old, mask, importance_sampling_level))  # [B, T] or [B, 1]
+    clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
+    per_token = -torch.min(ratio * adv, clipped * adv).expand_as(logp)  # [B, T]
     metrics: dict[str, Tensor] = {}
+    if policy_mask is not None:
+        per_token = per_token * policy_mask.to(per_token.dtype)
+        metrics["policy_token_frac"] = _masked_mean(policy_mask.float(), mask)
     if ref_logp is not None:
         k3 = kl_k3(logp, ref_logp)  # [B, T]
         if beta > 0:
             per_token = per_token + beta * k3
         metrics["kl"] = _masked_mean(k3.detach(), mask)
+    if teacher_logp is not None:
+        if teacher_kl_coef > 0:
+            per_token = per_token + teacher_kl_coef * kl_k2(logp, teacher_logp)
+        metrics["teacher_kl"] = _masked_mean((logp - teacher_logp).detach(), mask)
     if entropy is not None:
         if entropy_coef != 0:
             per_token = per_token - entropy_coef * entropy
         metrics["entropy"] = _masked_mean(entropy.detach(), mask)
-    loss = aggregate(
-        per_token,
-        mask,
-        aggregation,
-        max_completion_length=max_completion_length,
-        num_global_tokens=num_global_tokens,
-    )
-    ratio_d, adv_b = ratio.detach(), adv.expand_as(ratio)
+    loss = aggregate(per_token, mask, aggregation, max_completion_length=max_completion_length,
+                     num_global_tokens=num_global_tokens)
+    ratio_d, adv_b = ratio.detach().expand_as(logp), adv.expand_as(logp)
     low = (ratio_d < 1.0 - eps_low) & (adv_b < 0)
     high = (ratio_d > 1.0 + eps_high) & (adv_b > 0)
     metrics["clip_frac_low"] = _masked_mean(low.float(), mask)

@@ -5,6 +5,15 @@ Advantages (``group_advantages``) follow TRL's ``GRPOTrainer`` ``scale_rewards``
 * ``group_std`` (GRPO, DeepSeekMath): ``(r - group mean) / (group std + eps)``.
 * ``mean_only`` (Dr. GRPO): ``r - group mean`` (no std scaling, which biases toward easy/hard prompts).
 * ``batch_std``: ``(r - group mean) / (std of all N rewards + eps)`` (TRL ``scale_rewards="batch"``).
+* ``rloo``: REINFORCE Leave-One-Out (Kool et al., 2019; Ahmadian et al., 2024, "Back to Basics"):
+  ``r_i - mean of the other G - 1 rewards of its group`` = ``G / (G - 1) * (r_i - group mean)``, no scaling
+  (TRL's ``RLOOTrainer``, verl ``adv_estimator: rloo``, OpenRLHF ``--advantage_estimator rloo``).
+* ``reinforce_pp``: REINFORCE++-baseline (Hu et al., 2025, "REINFORCE++"): the group mean is subtracted,
+  then the centred values are normalised over the whole batch, ``c / (std of all N centred values + eps)``
+  (verl ``adv_estimator: reinforce_plus_plus_baseline``, OpenRLHF ``reinforce_baseline``). verl whitens per
+  token (a length-weighted mean and std, and it subtracts that mean); here the batch is N sequences, whose
+  centred values already have mean 0, so only the std is divided out. The batch is one generation round
+  (a dynamic-sampling refill is normalised on its own).
 
 The std is the *sample* (Bessel-corrected, ``unbiased=True``) standard deviation by default, like TRL's
 ``torch.std``; pass ``unbiased=False`` for the population std. Groups whose rewards are all identical get
@@ -23,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-AdvantageMode = Literal["group_std", "mean_only", "batch_std"]
-ADVANTAGE_MODES: tuple[str, ...] = ("group_std", "mean_only", "batch_std")
+AdvantageMode = Literal["group_std", "mean_only", "batch_std", "rloo", "reinforce_pp"]
+ADVANTAGE_MODES: tuple[str, ...] = ("group_std", "mean_only", "batch_std", "rloo", "reinforce_pp")
 _OPTIONAL = ("old_logp", "ref_logp", "truncated")
 
 
@@ -153,6 +162,12 @@ def group_advantages(
         adv = centered / (grouped.std(-1, correction=correction, keepdim=True) + eps)
     elif mode == "batch_std" and grouped.numel() > 1:
         adv = centered / (grouped.std(correction=correction) + eps)
+    elif mode == "rloo":
+        if group_size < 2:
+            raise ValueError("advantage 'rloo' needs group_size >= 2 (a leave-one-out baseline)")
+        adv = centered * (group_size / (group_size - 1))
+    elif mode == "reinforce_pp" and grouped.numel() > 1:
+        adv = centered / (centered.std(correction=correction) + eps)
     else:  # mean_only, or a single element where centered == 0 already
         adv = centered
     # exact zeros for constant groups (centered may be a rounding residue there, not 0)

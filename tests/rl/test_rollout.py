@@ -24,6 +24,11 @@ def _expected(mode: str, unbiased: bool) -> list[float]:
         return c1 + [0.0] * 3 + c3
     if mode == "group_std":
         return [c / (s1 + EPS) for c in c1] + [0.0] * 3 + [c / (s3 + EPS) for c in c3]
+    if mode == "rloo":  # r_i minus the mean of the group's other two rewards
+        return [1 - 0, 0 - 0.5, 0 - 0.5] + [0.0] * 3 + [0 - 4.5, 3 - 3, 6 - 1.5]
+    if mode == "reinforce_pp":  # group-centred, then divided by the std of all nine centred values (mean 0)
+        sc = math.sqrt((sum(c * c for c in c1) + sum(c * c for c in c3)) / (9 - ddof))
+        return [c / (sc + EPS) for c in c1] + [0.0] * 3 + [c / (sc + EPS) for c in c3]
     values = [1.0, 0.0, 0.0, 0.1, 0.1, 0.1, 0.0, 3.0, 6.0]
     mean = sum(values) / 9
     sb = math.sqrt(sum((v - mean) ** 2 for v in values) / (9 - ddof))
@@ -31,7 +36,7 @@ def _expected(mode: str, unbiased: bool) -> list[float]:
 
 
 @pytest.mark.parametrize("unbiased", [True, False])
-@pytest.mark.parametrize("mode", ["group_std", "mean_only", "batch_std"])
+@pytest.mark.parametrize("mode", ["group_std", "mean_only", "batch_std", "rloo", "reinforce_pp"])
 def test_group_advantages_hand_computed(mode, unbiased):
     adv = group_advantages(REWARDS, 3, mode, eps=EPS, unbiased=unbiased)
     assert adv.dtype == torch.float32 and adv.shape == (9,)
@@ -44,10 +49,14 @@ def test_group_advantages_default_is_sample_std_and_edge_cases():
     # default: Bessel-corrected std (TRL), eps = 1e-4: [0, 1] -> +-0.5 / (sqrt(0.5) + 1e-4)
     expected = torch.tensor([-0.5, 0.5]) / (math.sqrt(0.5) + 1e-4)
     torch.testing.assert_close(group_advantages(torch.tensor([0.0, 1.0]), 2), expected)
-    for mode in ("group_std", "mean_only", "batch_std"):
+    for mode in ("group_std", "mean_only", "batch_std", "reinforce_pp"):
         assert torch.equal(group_advantages(torch.tensor([1.0, 2.0, 5.0]), 1, mode), torch.zeros(3))  # G = 1
         assert torch.equal(group_advantages(torch.full((4,), 0.3), 2, mode), torch.zeros(4))
         assert torch.equal(group_advantages(torch.tensor([7.0]), 1, mode), torch.zeros(1))
+    assert torch.equal(group_advantages(torch.full((4,), 0.3), 2, "rloo"), torch.zeros(4))
+    # RLOO is the group-centred reward scaled by G / (G - 1), for any G >= 2
+    r = torch.tensor([0.0, 1.0, 1.0, 0.5])
+    torch.testing.assert_close(group_advantages(r, 4, "rloo"), (r - r.mean()) * 4 / 3)
     assert zero_variance_groups(REWARDS, 3).tolist() == [False, True, False]
 
 
@@ -60,6 +69,7 @@ def test_group_advantages_default_is_sample_std_and_edge_cases():
         ((REWARDS, 3, "group_std", -1.0), "eps"),
         ((torch.tensor([1.0, math.nan]), 2), "finite"),
         ((REWARDS.view(3, 3), 3), "1-D"),
+        ((torch.tensor([1.0, 2.0]), 1, "rloo"), "'rloo' needs group_size >= 2"),
     ],
 )
 def test_group_advantages_validates(args, name):
