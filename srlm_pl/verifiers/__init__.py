@@ -5,6 +5,9 @@ Public API::
     from srlm_pl.verifiers import extract_answer, verify, verify_batch
     verify("#### 18", "... so the answer is $18.00$.")  # Verdict(status="correct", extracted="18.00")
 
+Code: ``verify_code``/``verify_code_batch`` run programs against tests in the sandbox of :mod:`.code`
+(``extract_code`` takes the program out of a completion); see docs/code_sandbox.md.
+
 Importing this package is cheap: it never imports sympy (only the worker processes do) nor torch
 (:mod:`.metrics` is loaded lazily on first attribute access).
 """
@@ -29,6 +32,11 @@ _LAZY = {
     "PassAtK": "metrics",
     "MajorityAtK": "metrics",
     "pass_at_k": "metrics",
+    "verify_code": "code.api",
+    "verify_code_batch": "code.api",
+    "warmup_code": "code.api",
+    "extract_code": "code.extract",
+    "SandboxUnavailable": "code.host",
 }
 
 __all__ = [

@@ -13,8 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Status = Literal["correct", "incorrect", "no_answer", "invalid_gold", "timeout"]
+Status = Literal["correct", "incorrect", "no_answer", "invalid_gold", "timeout", "invalid"]
 STATUSES: tuple[str, ...] = ("correct", "incorrect", "no_answer", "invalid_gold", "timeout")
+# what srlm_pl.verifiers.verify_code returns; ``invalid``: the tests fail against the known-good reference
+CODE_STATUSES: tuple[str, ...] = ("correct", "incorrect", "no_answer", "timeout", "invalid")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +26,8 @@ class Verdict:
     Attributes:
         status: one of ``correct``, ``incorrect``, ``no_answer`` (nothing extractable in the completion),
             ``invalid_gold`` (nothing usable in the gold) or ``timeout`` (the deadline or a resource cap hit
-            before a decision).
+            before a decision); code verdicts (:data:`CODE_STATUSES`) use ``invalid`` instead of
+            ``invalid_gold`` (the tests fail against the reference program).
         extracted: the answer text taken from the completion, or None.
         path: the stage that decided (diagnostic only).
     """

@@ -1,0 +1,110 @@
+"""Start one sandbox: cgroup limits, private mount tree, namespaces, uid map, then the zygote.
+
+Runs as a fresh ``python -I -S`` process started by :mod:`.pool` with a scrubbed environment (the parent's
+environment and memory never enter the sandbox). As real root it
+
+1. creates its own ``pids`` and ``memory`` cgroups (v1 or v2, best effort; which ones held is reported);
+2. enters a private mount namespace, builds the read-only tree of :mod:`.tree` and ``pivot_root``s into it;
+3. forks the zygote's parent, which enters new user, mount, network, PID, IPC and UTS namespaces; the launcher
+   (still in the host user namespace) writes its uid/gid maps: sandbox ids 0..1023 onto unused host ids;
+4. the zygote's parent becomes sandbox root, forks PID 1 of the new PID namespace (the zygote,
+   :mod:`.zygote`) and waits; parent-death signals chain the processes, so killing the launcher ends all.
+
+Any failure before the zygote is ready is reported on stdout as ``{"error": ...}`` and the process exits:
+the pool then refuses to run code (fail closed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+from . import cgroups, confine, protocol, syscalls, tree, zygote
+
+SANDBOX_NAMESPACES = ("user", "mount", "net", "pid", "ipc", "uts")
+ID_COUNT = 1024
+TREE_AT = "/tmp"
+
+
+def _id_base(pid: int) -> int:
+    return 100_000 + (pid % 2_000_000) * ID_COUNT
+
+
+def _write_maps(proc_fd: int, pid: int, base: int) -> None:
+    for name in ("uid_map", "gid_map"):
+        fd = os.open(f"{pid}/{name}", os.O_WRONLY, dir_fd=proc_fd)
+        try:
+            os.write(fd, f"0 {base} {ID_COUNT}\n".encode())
+        finally:
+            os.close(fd)
+
+
+def _outer(limits: confine.Limits, info: dict, pipes: tuple[int, int, int, int], keep: list[int]) -> None:
+    """The zygote's parent: new namespaces, then PID 1 of them. ``pipes``: ready (r, w), go (r, w)."""
+    ready_r, ready_w, go_r, go_w = pipes
+    for fd in [ready_r, go_w, *keep]:
+        os.close(fd)
+    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+    flags = 0
+    for name in SANDBOX_NAMESPACES:
+        flags |= syscalls.NAMESPACE_FLAGS[name]
+    syscalls.unshare(flags)
+    os.write(ready_w, b"1")
+    if os.read(go_r, 1) != b"1":
+        raise OSError("the launcher could not write the uid/gid maps")
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+            syscalls.sethostname("sandbox")
+            zygote.serve(limits, info)
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+def _start(config: dict, limits: confine.Limits, groups: cgroups.Groups) -> int:
+    proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
+    syscalls.unshare(syscalls.CLONE_NEWNS)
+    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+    tree.build(TREE_AT, config["prefix"], config["libraries"])
+    tree.pivot(TREE_AT)
+    os.setgroups([])
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            info = {"cgroups": groups.held, "namespaces": list(SANDBOX_NAMESPACES)}
+            _outer(limits, info, (ready_r, ready_w, go_r, go_w), [proc_fd, *groups.fds()])
+        except BaseException as exc:  # noqa: BLE001 - report and leave; never return into the launcher
+            protocol.send(1, {"error": f"sandbox namespaces: {exc}"})
+        finally:
+            os._exit(1)
+    os.close(ready_w)
+    os.close(go_r)
+    if os.read(ready_r, 1) == b"1":
+        _write_maps(proc_fd, pid, _id_base(os.getpid()))
+        os.write(go_w, b"1")
+    os.close(proc_fd)
+    return pid
+
+
+def main(config_json: str) -> None:
+    config = json.loads(config_json)
+    limits = confine.Limits(**config.get("limits", {}))
+    groups = cgroups.Groups(f"srlm-sbx-{os.getpid()}")
+    try:
+        groups.create(config.get("memory_mb", 2048), config.get("pids_max", 256))
+        pid = _start(config, limits, groups)
+    except OSError as exc:
+        protocol.send(1, {"error": f"sandbox setup: {exc}"})
+        sys.exit(1)
+    _, status = os.waitpid(pid, 0)
+    groups.remove()
+    sys.exit(os.waitstatus_to_exitcode(status) & 0xFF)
