@@ -6,12 +6,16 @@ Each training step (one batch of prompts):
 2. score them with the reward functions (weighted sum; a failing function falls back and is counted);
 3. drop groups whose rewards have zero variance (they carry no gradient) and, with
    ``dynamic_sampling``, refill from fresh prompts up to ``max_refill_rounds`` times (DAPO);
-4. compute group advantages (``advantage``: group std, mean-only as in Dr. GRPO, or batch std);
-5. store old log-probs (only when ``mu > 1``) and reference log-probs (only when ``beta > 0``) in the
-   rollout buffer;
+4. compute group advantages (``advantage``: group std, mean-only as in Dr. GRPO, batch std, RLOO's
+   leave-one-out baseline or REINFORCE++-baseline);
+5. store old log-probs (only when ``mu > 1``), reference log-probs (only when ``beta > 0``) and teacher
+   log-probs (only with a ``teacher``) in the rollout buffer;
 6. take ``mu`` passes over the buffer in ``num_minibatches`` shuffled minibatches, one optimizer step each,
-   with the clipped policy loss (``eps_low``/``eps_high``: clip-higher), optional k3 KL to the reference
-   and optional entropy bonus, aggregated by ``loss_aggregation``.
+   with the clipped policy loss (``eps_low``/``eps_high``: clip-higher; per token, or GSPO's per-sequence
+   ratio with ``importance_sampling_level: sequence``), on every completion token or only the
+   highest-entropy ones (``top_entropy_quantile``), optional k3 KL to the reference, optional k2 reverse KL
+   to a teacher (``teacher_kl_coef``: distillation inside RL) and optional entropy bonus, aggregated by
+   ``loss_aggregation``.
 
 Randomness is a pure function of ``(seed, batch index, prompt id)``: a prompt's G samples do not depend on
 the process or the other prompts of its batch, so 1 process × B prompts and 2 × B/2 sample the same
@@ -35,9 +39,17 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
 
 from srlm_pl.generation.engine import SamplingConfig, decode_completions, generate
-from srlm_pl.losses import AGGREGATIONS, Aggregation, grpo_policy_loss
+from srlm_pl.kd.teacher import check_vocabulary, head_rows, load_teacher, place_teacher
+from srlm_pl.losses import (
+    AGGREGATIONS,
+    IMPORTANCE_LEVELS,
+    Aggregation,
+    ImportanceLevel,
+    entropy_quantile_mask,
+    grpo_policy_loss,
+)
 from srlm_pl.models.forward import eos_token_ids
-from srlm_pl.models.loading import ModelSpec, adapters_disabled, load_model
+from srlm_pl.models.loading import ModelSpec, adapters_disabled, load_model, unwrap_peft
 from srlm_pl.modules.base import PostTrainingModule, SchedulerCallable, ValGeneration
 from srlm_pl.optim import AdamW, WarmupConstant
 from srlm_pl.rl.logprobs import completion_logprobs
@@ -70,8 +82,12 @@ class GRPOModule(PostTrainingModule):
         num_minibatches: int = 1,
         beta: float = 0.0,
         reference: ModelSpec | None = None,
+        teacher: ModelSpec | None = None,
+        teacher_kl_coef: float = 0.0,
         eps_low: float = 0.2,
         eps_high: float = 0.2,
+        importance_sampling_level: ImportanceLevel = "token",
+        top_entropy_quantile: float = 1.0,
         loss_aggregation: Aggregation = "dapo",
         advantage: AdvantageMode = "group_std",
         dynamic_sampling: bool = False,
@@ -107,11 +123,23 @@ class GRPOModule(PostTrainingModule):
             beta: KL penalty weight to the reference (k3 estimator); 0 loads no reference model.
             reference: reference model when ``beta > 0`` (default: the policy's starting weights; with
                 LoRA, the base model with adapters disabled).
+            teacher: a frozen teacher for distillation inside RL (same tokenizer as the policy; hub id, folder,
+                GGUF; ``dtype``/``quantization`` shrink it); its log-probs of the sampled tokens are computed once
+                per rollout. Held out of checkpoints, sharded like the policy under FSDP2.
+            teacher_kl_coef: weight of the per-token reverse KL to the teacher on the policy's own samples (k2
+                estimator, whose gradient is the reverse-KL gradient); needs ``teacher``; 0 with a teacher only
+                logs ``train/teacher_kl``.
             eps_low: lower clip range of the probability ratio.
-            eps_high: upper clip range (DAPO's clip-higher uses 0.28).
+            eps_high: upper clip range (DAPO's clip-higher uses 0.28; GSPO uses about 3e-4 / 4e-4).
+            importance_sampling_level: ``token`` (GRPO/PPO ratio per token) or ``sequence`` (GSPO: one
+                length-normalised ratio per completion, clipped as a whole; TRL's option of the same name).
+            top_entropy_quantile: train the policy term only on this top fraction of completion tokens by
+                entropy, in (0, 1] (the "forking" tokens; TRL's option; 0.2 in the paper); 1 trains on all.
+                The threshold is taken over the minibatch's tokens on every process together.
             loss_aggregation: ``grpo`` (mean of per-sequence token means), ``bnpo`` (token mean per batch),
                 ``dr_grpo`` (sum / (batch × max_new_tokens)) or ``dapo`` (token mean over the global batch).
-            advantage: ``group_std`` (GRPO), ``mean_only`` (Dr. GRPO) or ``batch_std``.
+            advantage: ``group_std`` (GRPO), ``mean_only`` (Dr. GRPO), ``batch_std``, ``rloo`` (leave-one-out
+                baseline) or ``reinforce_pp`` (REINFORCE++-baseline: group mean out, batch std normalised).
             dynamic_sampling: replace zero-variance groups with groups from fresh prompts (DAPO).
             max_refill_rounds: at most this many extra generation rounds per step for dynamic sampling.
             drop_zero_variance: leave groups whose rewards are all equal out of the loss (their advantages are
@@ -139,7 +167,14 @@ class GRPOModule(PostTrainingModule):
                   (0.0 <= beta, "beta must be >= 0"), (eps_low >= 0 and eps_high >= 0, "eps must be >= 0"),
                   (temperature > 0, "temperature must be > 0 for GRPO sampling"),
                   (loss_aggregation in AGGREGATIONS, f"loss_aggregation must be one of {AGGREGATIONS}"),
-                  (advantage in ADVANTAGE_MODES, f"advantage must be one of {ADVANTAGE_MODES}")]
+                  (advantage in ADVANTAGE_MODES, f"advantage must be one of {ADVANTAGE_MODES}"),
+                  (importance_sampling_level in IMPORTANCE_LEVELS,
+                   f"importance_sampling_level must be one of {IMPORTANCE_LEVELS}, got {importance_sampling_level!r}"),
+                  (0.0 < top_entropy_quantile <= 1.0,
+                   f"top_entropy_quantile must be in (0, 1] (1 = every token), got {top_entropy_quantile}"),
+                  (teacher_kl_coef >= 0, f"teacher_kl_coef must be >= 0, got {teacher_kl_coef}"),
+                  (teacher is not None or teacher_kl_coef == 0,
+                   "teacher_kl_coef > 0 needs model.init_args.teacher (the model to distil from)")]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"model.init_args: {message}")
@@ -156,6 +191,8 @@ class GRPOModule(PostTrainingModule):
                                        num_samples=num_generations)
         self.group_size, self.mu, self.num_minibatches = num_generations, mu, num_minibatches
         self.beta, self.reference_spec = beta, reference
+        self.teacher_spec, self.teacher_kl_coef = teacher, teacher_kl_coef
+        self.importance_sampling_level, self.top_entropy_quantile = importance_sampling_level, top_entropy_quantile
         self.eps_low, self.eps_high = eps_low, eps_high
         self.loss_aggregation, self.advantage = loss_aggregation, advantage
         self.dynamic_sampling, self.max_refill_rounds = dynamic_sampling, max_refill_rounds
@@ -165,6 +202,7 @@ class GRPOModule(PostTrainingModule):
         self.share_prompt_forward = share_prompt_forward
         self.buffer = RolloutBuffer()
         self._reference: list[torch.nn.Module] = []  # not a submodule: never in the checkpoint
+        self._teacher: list[torch.nn.Module] = []  # the same
         self.skipped_steps = 0
 
     # -- setup -----------------------------------------------------------------------------------------
@@ -175,11 +213,24 @@ class GRPOModule(PostTrainingModule):
                                                        "gradient_checkpointing": False})
             reference = load_model(spec, self.tokenizer, trainable=False, key="model.init_args.reference")
             self._reference.append(self.shard(reference))
+        if self.teacher_spec is not None and not self._teacher:
+            self.configure_teacher()
+
+    def configure_teacher(self) -> None:
+        """Load the frozen teacher (``model.init_args.teacher``), check that it shares the policy's vocabulary and
+        shard it like the policy (``self.shard``: a no-op outside FSDP2)."""
+        trainer = self._trainer
+        device = trainer.strategy.root_device if trainer is not None else self.device
+        copies = trainer.num_devices if trainer is not None and device.type == "cpu" else 1
+        teacher, tokenizer = load_teacher(self.teacher_spec, device, copies=copies)
+        check_vocabulary(self.tokenizer, tokenizer, head_rows(unwrap_peft(self.model)), head_rows(teacher))
+        self._teacher.append(self.shard(teacher))
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
         for ref in self._reference:
             ref.to(self.device)
+        self._teacher[:] = [place_teacher(t, self.device) for t in self._teacher]
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.trainable_parameters())
@@ -278,8 +329,8 @@ class GRPOModule(PostTrainingModule):
         return {"rollout": rollout, "zero_var": zero_var}, stats
 
     def attach_logprobs(self, rollout: Rollout) -> Rollout:
-        """Old log-probs (μ > 1) and reference log-probs (β > 0), computed once per rollout."""
-        old = ref = None
+        """Old log-probs (μ > 1), reference log-probs (β > 0) and teacher log-probs, computed once per rollout."""
+        old = ref = teacher = None
         with torch.no_grad():
             if self.mu > 1:
                 old = self.logprobs(self.model, rollout)[0]
@@ -289,7 +340,9 @@ class GRPOModule(PostTrainingModule):
                 else:
                     with adapters_disabled(self.model):
                         ref = self.logprobs(self.model, rollout)[0]
-        return rollout._replace(old_logp=old, ref_logp=ref)
+            if self._teacher:
+                teacher = self.logprobs(self._teacher[0], rollout)[0]
+        return rollout._replace(old_logp=old, ref_logp=ref, teacher_logp=teacher)
 
     def optimize_on_buffer(self) -> dict[str, float]:
         opt, sched = self.optimizers(), self.lr_schedulers()
@@ -306,7 +359,9 @@ class GRPOModule(PostTrainingModule):
                     beta=self.beta, eps_low=self.eps_low, eps_high=self.eps_high,
                     aggregation=self.loss_aggregation, max_completion_length=self.sampling.max_new_tokens,
                     num_global_tokens=global_tokens / self.num_minibatches, entropy=entropy,
-                    entropy_coef=self.entropy_coef)
+                    entropy_coef=self.entropy_coef, importance_sampling_level=self.importance_sampling_level,
+                    policy_mask=self.entropy_mask(entropy, mb.completion_mask), teacher_logp=mb.teacher_logp,
+                    teacher_kl_coef=self.teacher_kl_coef)
                 self.manual_backward(loss)
                 norm = self.clip_grad_norm(opt) if self.max_grad_norm is not None else self.grad_norm()
                 if norm is not None:
@@ -321,6 +376,22 @@ class GRPOModule(PostTrainingModule):
         return {f"train/{k}": v / steps for k, v in sums.items()}
 
     # -- helpers ---------------------------------------------------------------------------------------
+    def entropy_mask(self, entropy: Tensor, mask: Tensor) -> Tensor | None:
+        """The top ``top_entropy_quantile`` of the minibatch's completion tokens by entropy (``None`` at 1.0);
+        the threshold is the quantile over every process's tokens (gathered, NaN-padded to equal length)."""
+        if self.top_entropy_quantile >= 1.0:
+            return None
+        values = entropy.detach()[mask.bool()].float()
+        q = 1.0 - self.top_entropy_quantile
+        if self.trainer.world_size > 1:
+            longest = int(self.trainer.strategy.reduce(torch.tensor(float(values.numel()), device=self.device),
+                                                       reduce_op="max"))
+            padded = torch.full((longest,), float("nan"), device=self.device)
+            padded[: values.numel()] = values
+            values = self.all_gather(padded).flatten()
+        threshold = torch.nanquantile(values, q) if values.numel() else values.new_zeros(())
+        return entropy_quantile_mask(entropy, mask, self.top_entropy_quantile, threshold=threshold)
+
     def logprobs(self, model: torch.nn.Module, r: Rollout, with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
         return completion_logprobs(model, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask,
                                    temperature=self.sampling.temperature, chunk_size=self.loss_chunk_size,

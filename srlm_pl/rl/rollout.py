@@ -34,7 +34,7 @@ from torch import Tensor
 
 AdvantageMode = Literal["group_std", "mean_only", "batch_std", "rloo", "reinforce_pp"]
 ADVANTAGE_MODES: tuple[str, ...] = ("group_std", "mean_only", "batch_std", "rloo", "reinforce_pp")
-_OPTIONAL = ("old_logp", "ref_logp", "truncated")
+_OPTIONAL = ("old_logp", "ref_logp", "truncated", "teacher_logp")
 
 
 class Rollout(NamedTuple):
@@ -50,6 +50,7 @@ class Rollout(NamedTuple):
     old_logp: Tensor | None = None  # [N, C] behaviour-policy log-probs, only needed when mu > 1
     ref_logp: Tensor | None = None  # [N, C] reference-policy log-probs, only needed when beta > 0
     truncated: Tensor | None = None  # [N] bool, hit max_new_tokens
+    teacher_logp: Tensor | None = None  # [N, C] a teacher's log-probs of the sampled tokens (distillation in RL)
 
     @property
     def num_rows(self) -> int:
@@ -77,7 +78,7 @@ class Rollout(NamedTuple):
         fields = self._asdict()
         fields["prompt_ids"] = self.prompt_ids[:, p_start:]
         fields["prompt_mask"] = self.prompt_mask[:, p_start:]
-        for name in ("completion_ids", "completion_mask", "old_logp", "ref_logp"):
+        for name in ("completion_ids", "completion_mask", "old_logp", "ref_logp", "teacher_logp"):
             if fields[name] is not None:
                 fields[name] = fields[name][:, :c_end]
         return Rollout(**fields)

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from cli_utils import SMALL_TINY, fit, grpo_config, logged
+from grpo_spy import G, GRPOSpy, reference_policy_loss
 from srlm_pl.models.loading import LoRAConfig, ModelSpec, TinyConfig
 from srlm_pl.modules.grpo import GRPOModule
-from test_grpo_config import G, GRPOSpy, reference_policy_loss
 
 
 def test_a_step_logs_the_algorithm_and_writes_samples(tmp_path) -> None:
