@@ -22,16 +22,33 @@ def test_configs_are_categorised() -> None:
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_every_config_parses(config: Path, capsys: pytest.CaptureFixture) -> None:
+    for base in _bases(config):
+        args = ["fit", "--config", str(base), "--config", str(config)] if base != config else ["fit", "--config",
+                                                                                              str(config)]
+        with pytest.raises(SystemExit) as exit_info:
+            main([*args, "--print_config"])
+        assert exit_info.value.code in (0, None)
+        printed = yaml.safe_load(capsys.readouterr().out)
+        assert printed["model"]["class_path"].startswith("srlm_pl.")
+        assert "tokenizer" not in printed["data"]["init_args"], "data.tokenizer is linked, never set by hand"
+        if config.parent.name == "variants":  # an overlay: its model settings win over the base's
+            for key, value in yaml.safe_load(config.read_text())["model"]["init_args"].items():
+                assert printed["model"]["init_args"][key] == value or isinstance(value, dict), (base, key)
+
+
+def _bases(config: Path) -> list[Path]:
+    """The configs an overlay is composed with (strategies: the quick start; GRPO variants: the tiny GRPO run and,
+    unless the name says tiny or gsm8k, the paper model's); a full config is its own base."""
+    configs = ROOT / "configs"
     if config.parent.name == "strategies":
-        args = ["fit", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--config", str(config)]
-    else:
-        args = ["fit", "--config", str(config)]
-    with pytest.raises(SystemExit) as exit_info:
-        main([*args, "--print_config"])
-    assert exit_info.value.code in (0, None)
-    printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["class_path"].startswith("srlm_pl.")
-    assert "tokenizer" not in printed["data"]["init_args"], "data.tokenizer is linked, never set by hand"
+        return [configs / "quickstart.yaml"]
+    if config.parent.name == "variants":
+        if config.stem.endswith("_tiny"):
+            return [configs / "grpo_tiny.yaml"]
+        if config.stem.endswith("_gsm8k"):
+            return [configs / "grpo_gsm8k.yaml"]
+        return [configs / "grpo_tiny.yaml", configs / "grpo_gsm8k.yaml"]
+    return [config]
 
 
 def test_policy_is_linked_to_the_data_tokenizer() -> None:
