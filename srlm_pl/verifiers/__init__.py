@@ -37,6 +37,16 @@ _LAZY = {
     "warmup_code": "code.api",
     "extract_code": "code.extract",
     "SandboxUnavailable": "code.host",
+    "CodeReward": "code_reward",
+    "code_reward": "code_reward",
+    "verify_code_completions": "code_reward",
+    "verify_completions": "code_reward",
+    "CodeGoldError": "code_task",
+    "CodeTask": "code_task",
+    "build_program": "code_task",
+    "code_gold": "code_task",
+    "is_code_gold": "code_task",
+    "parse_code_gold": "code_task",
 }
 
 __all__ = [
