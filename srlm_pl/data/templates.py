@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from srlm_pl.data.answers import AnswerFormat, format_solution, strip_calculator
+from srlm_pl.verifiers.code_task import is_code_gold
 
 GSM8K_INSTRUCTION = "Solve the following math problem step by step. End your response with '#### N' where N is " \
                     "the final answer."
@@ -29,6 +30,10 @@ class PromptTemplate:
         answer_format: how the completion states its final answer: ``gsm8k`` (``#### N``), ``boxed``
             (``\\boxed{N}``), ``answer_is`` (``The answer is N.``) or ``keep`` (the solution unchanged).
         strip_calculator: remove GSM8K's ``<<48/2=24>>`` calculator annotations from solutions.
+
+    Code tasks (rows whose answer is a code-task gold, e.g. ``path: builtin_code``): the completion is the
+    solution verbatim (``answer_format`` and ``strip_calculator`` do not apply); for completion style use
+    ``style: plain`` with ``plain_template: "{question}"`` (the prompt is then the function header itself).
     """
 
     style: Literal["chat", "plain"] = "chat"
@@ -54,6 +59,9 @@ class PromptTemplate:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def completion(self, solution: str, answer: str | None) -> str:
+        """The target completion; a code task's (its ``answer`` a code-task gold) is its solution verbatim."""
+        if answer is not None and is_code_gold(answer):
+            return solution  # no answer format, no calculator stripping, no space: indentation is syntax
         text = strip_calculator(solution) if self.strip_calculator else solution
         text = format_solution(text.strip(), answer, self.answer_format)
         return f" {text}" if self.style == "plain" else text
