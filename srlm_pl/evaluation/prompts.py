@@ -11,6 +11,10 @@ Styles:
   ``Problem:`` (``user_template``): the exact prompt of the TRL anchor evaluation (``shared/bench/trl_anchor``);
 - ``question``: chat template with the question alone (the quick start's and built-in configs' training prompt);
 - ``plain``: no chat template, ``Question: ...\\nAnswer:`` (base models without a chat template);
+- ``code_completion``: no chat template, the function header alone (HumanEval's completion style; the program
+  run is the header followed by the completion; default for ``humaneval`` and ``builtin_code``);
+- ``code_chat``: chat template, an instruction to write the whole function in a fenced block, then the header
+  (the program run is the completion's last ``python`` block);
 - ``auto`` (the default): the training template saved with the model (``srlm_config.yaml`` of a stage export, or
   the run's ``config.yaml`` next to a checkpoint) when there is one, otherwise the dataset's default style.
 """
@@ -30,6 +34,9 @@ from srlm_pl.data.templates import (
     PromptTemplate,
 )
 
+CODE_INSTRUCTION = ("Complete the following Python function. Reply with the whole function, its signature "
+                    "included, in one ```python code block.")
+
 STYLES: dict[str, PromptTemplate] = {
     "gsm8k": PromptTemplate(style="chat", instruction=GSM8K_INSTRUCTION),
     "boxed": PromptTemplate(style="chat", instruction=BOXED_INSTRUCTION),
@@ -37,9 +44,13 @@ STYLES: dict[str, PromptTemplate] = {
                                 user_template="{instruction}\n\nProblem: {question}"),
     "question": PromptTemplate(style="chat", instruction=None),
     "plain": PromptTemplate(style="plain", instruction=None),
+    "code_completion": PromptTemplate(style="plain", instruction=None, plain_template="{question}"),
+    "code_chat": PromptTemplate(style="chat", instruction=CODE_INSTRUCTION, user_template="{instruction}\n\n"
+                                "```python\n{question}```"),
 }
 DATASET_STYLE = {"gsm8k": "gsm8k", "svamp": "gsm8k", "builtin": "gsm8k", "file": "gsm8k",
-                 "math500": "boxed", "amc23": "boxed", "aime24": "boxed"}
+                 "math500": "boxed", "amc23": "boxed", "aime24": "boxed",
+                 "humaneval": "code_completion", "builtin_code": "code_completion"}
 STYLE_CHOICES = ("auto", *STYLES)
 
 
@@ -52,6 +63,12 @@ class PromptStyle:
 
     def render(self, question: str, tokenizer: Any) -> str:
         return self.template.prompt(question, tokenizer)
+
+    @property
+    def program_mode(self) -> str:
+        """How a code task's completion becomes its program under this style: ``prompt_completion`` for a plain
+        (completion-style) prompt, ``extract`` (the last fenced block) for a chat prompt."""
+        return "prompt_completion" if self.template.style == "plain" else "extract"
 
 
 def template_from_run_config(path: Path) -> PromptTemplate | None:

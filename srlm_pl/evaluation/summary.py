@@ -10,7 +10,7 @@ Definitions (per problem with ``n`` samples of which ``c`` are correct; every me
 
 Rows of the data without a gold answer are not problems: they are counted in ``rows_without_answer`` and never
 enter a denominator. Samples whose verdict is ``no_answer``, ``timeout`` or ``invalid_gold`` count as not
-correct and are reported by status in ``counts``.
+correct and are reported by status in ``counts`` (code tasks add the sandbox's statuses, e.g. ``invalid``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ def summarize(problems: dict[str, list[dict[str, Any]]], ks: Sequence[int], *, d
     n = len(next(iter(problems.values()))) if problems else 0
     correct = {pid: sum(r["verdict"] == "correct" for r in rows) for pid, rows in problems.items()}
     ks = sorted({k for k in ks if 1 <= k <= n})
-    counts = {s: sum(r["verdict"] == s for r in samples) for s in STATUSES}
+    statuses = [*STATUSES, *sorted({r["verdict"] for r in samples} - set(STATUSES))]  # code verdicts: + invalid
+    counts = {s: sum(r["verdict"] == s for r in samples) for s in statuses}
     tokens = sum(int(r["tokens"]) for r in samples)
     seconds = sum(float(r.get("seconds", 0.0)) for r in samples)
     summary: dict[str, Any] = {

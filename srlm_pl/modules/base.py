@@ -31,12 +31,13 @@ SchedulerCallable = Callable[[Optimizer, int], LRScheduler]
 
 @dataclass
 class ValGeneration:
-    """Generation-based validation: greedy decoding on validation prompts, scored by the math verifier.
+    """Generation-based validation: greedy decoding on validation prompts, scored by the math verifier (code-task
+    golds: by running the program against the task's tests, ``srlm_pl.verifiers.verify_completions``).
 
     Args:
         num_prompts: validation prompts decoded per validation run (per process).
         max_new_tokens: completion budget per prompt.
-        timeout: verifier deadline per answer, seconds.
+        timeout: verifier deadline per answer, seconds (math; a code program gets the sandbox's default).
     """
 
     num_prompts: int = 64
@@ -156,14 +157,14 @@ class PostTrainingModule(L.LightningModule):
                            timeout: float) -> tuple[list[str], list[bool]]:
         from srlm_pl.generation.engine import SamplingConfig, decode_completions, generate
         from srlm_pl.models.forward import eos_token_ids
-        from srlm_pl.verifiers import verify_batch
+        from srlm_pl.verifiers import verify_completions
 
         out = generate(self.model, prompts, SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0),
                        eos_token_ids=eos_token_ids(self.tokenizer, self.model),
                        pad_token_id=self.tokenizer.pad_token_id,
                        sync_ranks=self.trainer.world_size > 1 if self._trainer is not None else False)
         texts = decode_completions(self.tokenizer, out)
-        verdicts = verify_batch(golds, texts, timeout=timeout)
+        verdicts = verify_completions(golds, texts, timeout=timeout)  # code-task golds run in the code sandbox
         return texts, [bool(v) for v in verdicts]
 
     def validate_by_generation(self, prompts: list[list[int]], golds: list[str], batch_idx: int) -> None:
