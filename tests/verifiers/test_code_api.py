@@ -72,7 +72,8 @@ def test_plain_data_crosses_with_its_type() -> None:
 
 def test_helpers_values_and_exceptions_of_the_program_reach_the_tests() -> None:
     program = ("import math\nLIMIT = 3\ndef helper(x):\n    return x * 2\n"
-               "def f(x):\n    if x < 0:\n        raise ValueError('negative')\n    return helper(x) + math.floor(0.5)\n")
+               "def f(x):\n    if x < 0:\n        raise ValueError('negative')\n"
+               "    return helper(x) + math.floor(0.5)\n")
     tests = ("assert LIMIT == 3 and helper(2) == 4 and f(2) == 4\n"
              "try:\n    f(-1)\nexcept ValueError:\n    pass\nelse:\n    raise AssertionError('no ValueError')\n")
     assert verify_code(program, tests, entry_point="f").status == "correct"

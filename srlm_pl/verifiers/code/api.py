@@ -47,6 +47,15 @@ def sandbox_pool() -> pool.SandboxPool:
         return _POOL
 
 
+def restart_pool() -> None:
+    """Close the process-wide pool; the next call starts fresh sandboxes (e.g. after changing the limits)."""
+    global _POOL
+    with _LOCK:
+        old, _POOL = _POOL, None
+    if old is not None:
+        old.close()
+
+
 def warmup_code() -> dict:
     """Start all sandboxes now (raises SandboxUnavailable where they cannot run); their setup details."""
     return sandbox_pool().warmup()

@@ -34,7 +34,7 @@ class Limits:
     """
 
     cpu_seconds: int = 6
-    memory_mb: int = 1024
+    memory_mb: int = 512
     file_mb: int = 4
     open_files: int = 64
     processes: int = 16

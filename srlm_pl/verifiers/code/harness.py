@@ -41,6 +41,8 @@ class Remote:
             return protocol.receive(self.replies_fd, limit)
         except (protocol.ChannelClosed, OSError) as exc:
             raise CandidateError("the candidate process ended") from exc
+        except ValueError as exc:  # an oversized frame or bytes that are not JSON
+            raise CandidateError("unreadable reply from the candidate") from exc
 
     def call(self, name: str, args: tuple, kwargs: dict) -> Any:
         request = {"f": name, "a": plaindata.to_json(list(args)), "k": plaindata.to_json(dict(kwargs))}

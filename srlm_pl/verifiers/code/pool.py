@@ -108,6 +108,7 @@ class SandboxPool:
         self.pid = os.getpid()
         self._idle: list[Sandbox] = []
         self._started = 0
+        self._closed = False
         self._cond = threading.Condition()
         atexit.register(self.close)
 
@@ -116,6 +117,8 @@ class SandboxPool:
 
     def _acquire(self) -> Sandbox:
         with self._cond:
+            if self._closed:
+                raise RuntimeError("this sandbox pool is closed")
             while not self._idle and self._started >= self.size:
                 self._cond.wait()
             if self._idle:
@@ -130,6 +133,7 @@ class SandboxPool:
             raise
 
     def _release(self, sandbox: Sandbox, healthy: bool) -> None:
+        healthy = healthy and not self._closed
         if not healthy:
             sandbox.close()
         with self._cond:
@@ -159,6 +163,7 @@ class SandboxPool:
         if os.getpid() != self.pid:
             return
         with self._cond:
+            self._closed = True
             idle, self._idle = self._idle, []
             self._started -= len(idle)
         for sandbox in idle:
