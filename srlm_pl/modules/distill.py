@@ -7,10 +7,17 @@ Per training step (GKD, Agarwal et al. 2024, as TRL's ``GKDTrainer`` and torchtu
    (sequence-level KD), else the dataset's completions are used (off-policy, supervised KD);
 2. run student and teacher on prompt + completion and gather the hidden states of completion positions
    only (prompt and padding never count);
-3. loss = ``alpha`` x CE(labels) + (1 - ``alpha``) x generalized JSD_beta(student, teacher), both token
-   means, the JSD at temperature ``temperature`` on both distributions and scaled by ``temperature**2``
-   (``beta = 0``: forward KL(T||S), ``beta = 1``: reverse KL(S||T)); computed by ``losses.chunked_kd_loss``
+3. loss = ``alpha`` x CE(labels) + (1 - ``alpha``) x D(student, teacher), both token means, D at temperature
+   ``temperature`` on both distributions and scaled by ``temperature**2``: the generalized JSD_beta
+   (``divergence: jsd``; ``beta = 0``: forward KL(T||S), ``beta = 1``: reverse KL(S||T)) or DistiLLM's skew KL /
+   skew reverse KL (``skew_kl`` / ``skew_rkl`` with ``skew_alpha``); computed by ``losses.chunked_kd_loss``
    ``loss_chunk_size`` positions at a time, so no ``[B, T, V]`` logits of either model exist.
+
+Offline teacher (``teacher_logits: STORE``): no teacher runs; the teacher's top-k log-probs and tail mass per
+completion token are read from a store written by ``tools/make_teacher_logits.py`` (``srlm_pl.kd.topk_store``),
+matched to the batch by example id and checked against its completion tokens, and D is taken over the top-k
+plus one tail bucket (``losses.topk.chunked_topk_kd_loss``). Only dataset completions have stored teacher
+rows, so ``lmbda > 0`` and ``seq_kd`` are refused, and so is a store from another tokenizer, data or template.
 
 Choices: the token mean is over the *global* batch of a step (counts summed over processes), as in SFT.
 The teacher is held outside ``nn.Module`` registration, so it is not in ``parameters()`` (optimizer), not in
@@ -36,6 +43,9 @@ from srlm_pl.data.collate import prompts_from_batch
 from srlm_pl.generation.engine import SamplingConfig, generate
 from srlm_pl.kd.batch import batch_from_generation
 from srlm_pl.kd.teacher import TEACHER_KEY, check_vocabulary, head_rows, load_teacher, place_teacher
+from srlm_pl.kd.topk_store import TopKStore, dataset_fingerprint, template_fingerprint
+from srlm_pl.losses.kd import DIVERGENCES, Divergence
+from srlm_pl.losses.topk import chunked_topk_kd_loss
 from srlm_pl.models.forward import (
     completion_positions,
     contiguous_head_input,
@@ -106,6 +116,9 @@ class DistillModule(PostTrainingModule):
         sampling_temperature: float = 1.0,
         length_multiple: int = 32,
         seed: int = 0,
+        divergence: Divergence = "jsd",
+        skew_alpha: float = 0.1,
+        teacher_logits: str | None = None,
     ) -> None:
         """Store and check the config (one documented line per argument: LightningCLI shows them as ``--help``,
         which is why this function is long).
@@ -115,7 +128,8 @@ class DistillModule(PostTrainingModule):
                 ``layer_stride: n`` on the teacher's folder derives a student from every n-th teacher layer.
             teacher: the frozen teacher (hub id, local folder, GGUF, a previous stage's export); ``dtype:
                 bfloat16`` halves its memory, ``quantization: 8bit``/``4bit`` shrink it further. It must use
-                the student's tokenizer. Required.
+                the student's tokenizer. Required unless ``teacher_logits`` is set; then it is not loaded, only
+                compared with the store's teacher.
             optimizer: optimizer class and its arguments (default ``srlm_pl.optim.AdamW``).
             scheduler: learning-rate schedule taking ``(optimizer, total_steps)`` (default warmup + cosine).
             val_generation: greedy-decode this many validation prompts with the student and log
@@ -125,8 +139,8 @@ class DistillModule(PostTrainingModule):
                 (the default), ~7.3 GB at 1024; larger chunks are slightly faster.
             alpha: weight of the cross-entropy on the labels, in [0, 1]; the KD term gets ``1 - alpha``
                 (0 = pure distillation).
-            beta: generalized JSD interpolation, in [0, 1]: 0 = forward KL(teacher || student), 1 = reverse
-                KL(student || teacher), 0.5 = symmetric JSD (GKD's default).
+            beta: generalized JSD interpolation (``divergence: jsd``), in [0, 1]: 0 = forward KL(teacher ||
+                student), 1 = reverse KL(student || teacher), 0.5 = symmetric JSD (GKD's default).
             temperature: softmax temperature applied to both models' logits in the KD term, > 0; the term is
                 multiplied by ``temperature**2`` so its gradient scale does not depend on it.
             lmbda: probability in [0, 1] that a step trains on completions the student samples itself from
@@ -141,12 +155,32 @@ class DistillModule(PostTrainingModule):
                 held on to ~13 MB more each on-policy step in the distillation benchmark; with bucketed lengths
                 resident memory stays flat. 1 disables it.
             seed: seed of the on-policy choices and of sampling (saved in checkpoints for exact resume).
+            divergence: the KD term: ``jsd`` (generalized JSD with ``beta``, the default), ``skew_kl`` (DistiLLM's
+                skew KL, KL(T || a T + (1 - a) S)) or ``skew_rkl`` (skew reverse KL, KL(S || a S + (1 - a) T)),
+                with a = ``skew_alpha``. The fused KD kernel computes ``jsd`` only; the skew ones take the
+                generic chunked path.
+            skew_alpha: the skew divergences' mixing weight a, in [0, 1): 0 = plain forward / reverse KL;
+                DistiLLM's default 0.1 (ignored by ``jsd``; ``alpha`` is the CE weight, not this).
+            teacher_logits: folder of a top-k teacher-logits store (``tools/make_teacher_logits.py --config
+                <this config>`` writes it): the KD term is taken over the stored top-k plus a tail bucket and no
+                teacher model is loaded. Needs ``lmbda: 0``, ``seq_kd: false``, unpacked data, and the store's
+                temperature, tokenizer, data and template; ``null`` (default) runs the teacher online.
         """
         super().__init__(policy, optimizer, scheduler, val_generation, loss_chunk_size)
-        if teacher is None:
-            raise ValueError(f"{TEACHER_KEY} is required: the model to distil from (hub id, folder or GGUF)")
+        if teacher is None and teacher_logits is None:
+            raise ValueError(f"{TEACHER_KEY} is required: the model to distil from (hub id, folder or GGUF), or "
+                             f"{_KEY}.teacher_logits: a store of its top-k log-probs (tools/make_teacher_logits.py)")
         for name, value in (("alpha", alpha), ("beta", beta), ("lmbda", lmbda)):
             _check_unit(name, value)
+        if divergence not in DIVERGENCES:
+            raise ValueError(f"{_KEY}.divergence must be one of {', '.join(DIVERGENCES)}, got {divergence!r}")
+        if not 0.0 <= skew_alpha < 1.0:
+            raise ValueError(f"{_KEY}.skew_alpha must be in [0, 1) (1 makes the skew divergence identically 0), "
+                             f"got {skew_alpha}")
+        if teacher_logits is not None and (lmbda > 0 or seq_kd):
+            raise ValueError(f"{_KEY}.teacher_logits cannot be combined with {_KEY}.lmbda > 0 (got {lmbda}) or "
+                             f"{_KEY}.seq_kd: true (got {seq_kd}): sampled completions have no stored teacher "
+                             "log-probs; set lmbda: 0 and seq_kd: false, or drop teacher_logits to run the teacher")
         if not temperature > 0:
             raise ValueError(f"{_KEY}.temperature must be > 0, got {temperature}")
         if sampling_temperature < 0:
@@ -158,6 +192,8 @@ class DistillModule(PostTrainingModule):
         if length_multiple < 1:
             raise ValueError(f"{_KEY}.length_multiple must be >= 1, got {length_multiple}")
         self.teacher_spec = teacher
+        self.divergence, self.skew_alpha, self.teacher_logits = divergence, skew_alpha, teacher_logits
+        self.store: TopKStore | None = None
         self.alpha, self.beta, self.temperature = alpha, beta, temperature
         self.lmbda, self.seq_kd, self.seed = lmbda, seq_kd, seed
         self.length_multiple = length_multiple
@@ -172,7 +208,9 @@ class DistillModule(PostTrainingModule):
     def configure_model(self) -> None:
         super().configure_model()
         self.model.train()  # from_pretrained returns eval mode; training (dropout, gradient checkpointing) needs train
-        if self._teacher.model is None:
+        if self.teacher_logits is not None:
+            self.open_store()
+        elif self._teacher.model is None:
             self.configure_teacher()
 
     def _target_device(self) -> torch.device:
@@ -188,6 +226,46 @@ class DistillModule(PostTrainingModule):
                                               head_rows(model))
         self._teacher = _Frozen(place_teacher(self.shard(model), device), tokenizer)
 
+    def opened_store(self) -> TopKStore:
+        """The ``teacher_logits`` store, opened (its manifest read) on first use."""
+        if self.store is None:
+            self.store = TopKStore(self.teacher_logits, where=f"{_KEY}.teacher_logits")
+        return self.store
+
+    def open_store(self) -> None:
+        """Check the ``teacher_logits`` store against the student's tokenizer and head, the configured teacher
+        (when given) and ``temperature``; set the KD vocabulary to the store's."""
+        store = self.opened_store()
+        store.check_tokenizer(self.tokenizer)
+        stored_teacher = store.key.teacher.get("name_or_path")
+        if self.teacher_spec is not None and self.teacher_spec.name_or_path != stored_teacher:
+            raise ValueError(f"{TEACHER_KEY}.name_or_path is {self.teacher_spec.name_or_path!r} but the store "
+                             f"{store.path} ({_KEY}.teacher_logits) holds the log-probs of {stored_teacher!r}; "
+                             "set the teacher the store was built from, or null")
+        if store.key.temperature != self.temperature:
+            raise ValueError(f"{_KEY}.temperature is {self.temperature} but the store {store.path} holds teacher "
+                             f"log-probs at temperature {store.key.temperature} (a top-k cannot be re-tempered): "
+                             "set the store's temperature or rebuild the store (--temperature)")
+        rows = head_rows(unwrap_peft(self.model))
+        if rows < store.vocab_size:
+            raise ValueError(f"the student's LM head has {rows} rows but the store's tokenizer has "
+                             f"{store.vocab_size} tokens")
+        self.kd_vocab_size = store.vocab_size
+
+    def check_store_data(self, datamodule: Any) -> None:
+        """Refuse packed data and a store whose splits' rows or template differ from the data module's."""
+        if getattr(datamodule, "packing", False):
+            raise ValueError(f"{_KEY}.teacher_logits matches stored rows to each batch row's example id, which "
+                             "packed batches do not keep: set data.init_args.packing: false")
+        store = self.opened_store()
+        template = template_fingerprint(datamodule.template, datamodule.tokenizer)
+        for split, dataset in datamodule.datasets.items():
+            if split not in ("train", "val"):
+                continue
+            sha, n_rows = dataset_fingerprint(dataset)
+            data = {"source": datamodule.sources[split].describe(), "sha256": sha, "n_rows": n_rows}
+            store.check_data(split, data, template, data_key=f"data.init_args.{split}")
+
     @property
     def teacher(self) -> nn.Module:
         """The frozen teacher on this module's device."""
@@ -201,11 +279,18 @@ class DistillModule(PostTrainingModule):
         if (self.lmbda > 0 or self.seq_kd) and getattr(dm, "packing", False):
             raise ValueError(f"{_KEY}.lmbda > 0 and {_KEY}.seq_kd sample completions from the batch's prompts, "
                              "which packed batches do not keep: set data.init_args.packing: false")
+        if self.teacher_logits is not None and dm is not None:
+            self.check_store_data(dm)
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
         from srlm_pl.parallel import is_sharded
 
+        if self.teacher_logits is not None:
+            self.print(f"teacher logits {self.store.path}: top-{self.store.key.k} of "
+                       f"{self.store.key.teacher.get('name_or_path')} over {self.kd_vocab_size:,} tokens "
+                       f"(no teacher model loaded)")
+            return
         n_teacher = sum(p.numel() for p in self.teacher.parameters())
         self.print(f"teacher {self.teacher_spec.name_or_path}: {n_teacher:,} parameters (frozen"
                    f"{', sharded' if is_sharded(self.teacher) else ''}); KD over {self.kd_vocab_size:,} tokens")
@@ -230,8 +315,11 @@ class DistillModule(PostTrainingModule):
         return batch_from_generation(out, self.tokenizer.pad_token_id, device=self.device,
                                      pad_to_multiple_of=self.length_multiple)
 
-    def kd_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
-        """``alpha * CE + (1 - alpha) * JSD`` (local token means) and metrics, over completion positions."""
+    def kd_loss(self, batch: dict[str, Any], split: str = "train") -> tuple[Tensor, dict[str, Tensor]]:
+        """``alpha * CE + (1 - alpha) * KD`` (local token means) and metrics, over completion positions; with
+        ``teacher_logits`` the teacher rows come from the store's ``split``."""
+        if self.teacher_logits is not None:
+            return self.stored_kd_loss(batch, split)
         teacher = self.teacher
         student_h = hidden_states(self.model, batch)  # [B, T, Hs]
         with torch.no_grad():
@@ -240,7 +328,19 @@ class DistillModule(PostTrainingModule):
         return chunked_kd_loss(
             student_h[:, :-1][mask], teacher_h[:, :-1][mask], lm_head(self.model), lm_head(teacher), targets,
             beta=self.beta, temperature=self.temperature, alpha=self.alpha, chunk_size=self.loss_chunk_size,
-            vocab_size=self.kd_vocab_size,
+            vocab_size=self.kd_vocab_size, divergence=self.divergence, skew_alpha=self.skew_alpha,
+        )  # fmt: skip
+
+    def stored_kd_loss(self, batch: dict[str, Any], split: str) -> tuple[Tensor, dict[str, Tensor]]:
+        """The KD loss against the store's top-k + tail teacher rows of this batch's examples."""
+        student_h = hidden_states(self.model, batch)  # [B, T, Hs]
+        mask, targets = completion_positions(batch["labels"])  # [B, T-1], [N]
+        ids, logprobs, tail = self.opened_store().rows(split, batch["id"], targets.split(mask.sum(1).tolist()))
+        dev = student_h.device
+        return chunked_topk_kd_loss(
+            student_h[:, :-1][mask], lm_head(self.model), targets, ids.to(dev), logprobs.to(dev), tail.to(dev),
+            alpha=self.alpha, temperature=self.temperature, divergence=self.divergence, beta=self.beta,
+            skew_alpha=self.skew_alpha, chunk_size=self.loss_chunk_size, vocab_size=self.kd_vocab_size,
         )  # fmt: skip
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -271,7 +371,7 @@ class DistillModule(PostTrainingModule):
 
     # -- validation ----------------------------------------------------------------------------------
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        _, metrics = self.kd_loss(batch)
+        _, metrics = self.kd_loss(batch, "val")
         n = metrics["n_tokens"].float()
         self.val_sums["loss"].update(metrics["loss"] * n)
         self.val_sums["kd"].update(metrics["kd_sum"])

@@ -11,7 +11,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from srlm_pl import losses
-from srlm_pl.losses import Head
+from srlm_pl.losses import Head, kd
+from srlm_pl.losses.kd import Divergence
 from srlm_pl.ops import fused_kd, linear_ce, linear_logprob
 
 
@@ -42,12 +43,15 @@ def chunked_token_logprobs(hidden: Tensor, head: Head, targets: Tensor, *, tempe
 
 def chunked_kd_loss(student_hidden: Tensor, teacher_hidden: Tensor, student_head: Head, teacher_head: Head,
                     targets: Tensor, *, beta: float, temperature: float, alpha: float, chunk_size: int = 1024,
-                    vocab_size: int | None = None, ignore_index: int = -100) -> tuple[Tensor, dict[str, Tensor]]:
-    """``alpha * CE + (1 - alpha) * generalized_jsd`` and its metrics: see ``losses.chunked_kd_loss``."""
+                    vocab_size: int | None = None, ignore_index: int = -100, divergence: Divergence = "jsd",
+                    skew_alpha: float = 0.1) -> tuple[Tensor, dict[str, Tensor]]:
+    """``alpha * CE + (1 - alpha) * KD`` and its metrics: see ``losses.chunked_kd_loss``. The fused kernel computes
+    the generalized JSD only: ``divergence`` ``skew_kl`` / ``skew_rkl`` take the generic path."""
     kwargs = dict(beta=beta, temperature=temperature, alpha=alpha, chunk_size=chunk_size, vocab_size=vocab_size,
                   ignore_index=ignore_index)
-    if fused_kd.applies(student_head):
+    if divergence == "jsd" and fused_kd.applies(student_head):
         losses.check_kd_inputs(student_hidden, teacher_hidden, targets, beta=beta, alpha=alpha,
                                temperature=temperature, chunk_size=chunk_size)
         return fused_kd.fused_kd_loss(student_hidden, teacher_hidden, student_head, teacher_head, targets, **kwargs)
-    return losses.chunked_kd_loss(student_hidden, teacher_hidden, student_head, teacher_head, targets, **kwargs)
+    return kd.chunked_kd_loss(student_hidden, teacher_hidden, student_head, teacher_head, targets, **kwargs,
+                              divergence=divergence, skew_alpha=skew_alpha)
