@@ -55,7 +55,7 @@ class RankSignal:
 
 class ShardProbe(L.Callback):
     """Records whether ``target`` (``teacher``: ``DistillModule.teacher``; ``reference``: GRPO's reference
-    model) is sharded at the start of training, and counts its forwards."""
+    model; ``rl_teacher``: GRPO's teacher) is sharded at the start of training, and counts its forwards."""
 
     def __init__(self, out: str, target: str) -> None:
         self.out, self.target = out, target
@@ -65,8 +65,8 @@ class ShardProbe(L.Callback):
     def _model(self, pl_module: L.LightningModule) -> nn.Module | None:
         if self.target == "teacher":
             return pl_module.teacher
-        refs = getattr(pl_module, "_reference", [])
-        return refs[0] if refs else None
+        held = getattr(pl_module, "_teacher" if self.target == "rl_teacher" else "_reference", [])
+        return held[0] if held else None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from torch.distributed.tensor import DTensor

@@ -1,7 +1,8 @@
 """GRPO on 2 CPU processes (gloo): DDP and FSDP2 match one process with the same global batch (with ``beta > 0``,
-so the FSDP2-sharded reference model runs) and the sharded export loads; under DDP, the global skip decision and
-the zero-advantage filler of a rank whose groups carry no signal. Each rank writes what it did through
-``parallel_probe`` callbacks.
+so the FSDP2-sharded reference model runs, a teacher KL term, so the sharded teacher runs, and training on the
+top half of the tokens by entropy, whose threshold is taken over both ranks' tokens) and the sharded export
+loads; under DDP, the global skip decision and the zero-advantage filler of a rank whose groups carry no signal.
+Each rank writes what it did through ``parallel_probe`` callbacks.
 
 Each run is a real `python -m srlm_pl fit` subprocess in its own process group, killed as a whole on timeout
 (a rank that desynchronises its collectives hangs instead of failing).
@@ -21,7 +22,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from cli_utils import grpo_config, logged, set_batch_size
+from cli_utils import SMALL_TINY, grpo_config, logged, set_batch_size
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = dict(rel=1e-4, abs=1e-6)
@@ -62,20 +63,24 @@ def test_grpo_ddp_fsdp2_with_beta_match_one_process_shard_the_reference_and_expo
     runs = {}
     for name, strategy, batch in [("single", None, 4), ("ddp", "ddp", 2), ("fsdp2", "fsdp2", 2)]:
         root = tmp_path / name
-        probes = [_probe("ShardProbe", root / "probe", target="reference"), _probe("GRPOProbe", root / "probe")]
-        config = grpo_config(root, max_steps=3, beta=0.5, rewards=_rank_signal([0, 1]), extra_callbacks=probes)
+        probes = [_probe("ShardProbe", root / "probe", target="reference"), _probe("GRPOProbe", root / "probe"),
+                  _probe("ShardProbe", root / "teacher_probe", target="rl_teacher")]
+        config = grpo_config(root, max_steps=3, beta=0.5, rewards=_rank_signal([0, 1]), extra_callbacks=probes,
+                             teacher={"name_or_path": "tiny", "tiny": {**SMALL_TINY, "seed": 1}},
+                             teacher_kl_coef=0.2, top_entropy_quantile=0.5)
         _fit(set_batch_size(config, batch), strategy)
         runs[name] = root
     probe = runs["fsdp2"] / "probe"
-    refs = _ranks(probe, "reference")
-    full = refs[0]["full_numel"]
-    for rank, ref in enumerate(refs):
-        # every reference parameter is a DTensor holding about half of it on this rank, and it ran forwards
-        assert ref["present"] and ref["dtensor"] == ref["num_params"] > 0, (rank, ref)
-        assert ref["requires_grad"] == 0 and ref["full_numel"] == full, (rank, ref)
-        assert ref["local_numel"] < full, (rank, ref)
-        assert ref["forwards"] >= 3, (rank, ref)  # one log-prob pass per rollout
-    assert sum(ref["local_numel"] for ref in refs) == full
+    for folder, target in ((probe, "reference"), (runs["fsdp2"] / "teacher_probe", "rl_teacher")):
+        refs = _ranks(folder, target)
+        full = refs[0]["full_numel"]
+        for rank, ref in enumerate(refs):
+            # every parameter is a DTensor holding about half of it on this rank, and the model ran forwards
+            assert ref["present"] and ref["dtensor"] == ref["num_params"] > 0, (target, rank, ref)
+            assert ref["requires_grad"] == 0 and ref["full_numel"] == full, (target, rank, ref)
+            assert ref["local_numel"] < full, (target, rank, ref)
+            assert ref["forwards"] >= 3, (target, rank, ref)  # one log-prob pass per rollout
+        assert sum(ref["local_numel"] for ref in refs) == full
     for rank, steps in enumerate(_ranks(probe, "steps")):
         assert steps["global_step"] == 3 and steps["skipped_steps"] == 0 and len(steps["rollouts"]) == 3, (rank, steps)
         for r in steps["rollouts"]:  # reference log-probs were attached, finite, one per completion position
@@ -86,7 +91,7 @@ def test_grpo_ddp_fsdp2_with_beta_match_one_process_shard_the_reference_and_expo
     assert first == pytest.approx(0.0, abs=1e-7)  # policy == reference before the first update
     assert all(v > 1e-6 for v in later), kl  # after an update the policy has moved away from the reference
     # the KL term enters the gradient from step 2: same gradients as one process with the same global batch
-    for key in ["reward/mean", "train/grad_norm", "train/kl", "completion/len_mean"]:
+    for key in ["reward/mean", "train/grad_norm", "train/kl", "train/teacher_kl", "completion/len_mean"]:
         expected = logged(runs["single"], key)
         for name in ("ddp", "fsdp2"):
             got = logged(runs[name], key)
