@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from srlm_pl.verifiers import SandboxUnavailable, Verdict, verify_code, warmup_code
-from srlm_pl.verifiers.code.api import restart_pool
+from srlm_pl.verifiers.code.api import restart_pool, sandbox_pool
+from srlm_pl.verifiers.code.confine import CANDIDATE_UID
 
 GOOD = "def f(x):\n    return x + 1\n"
 TESTS = "assert f(1) == 2\nassert f(41) == 42\n"
@@ -222,12 +223,19 @@ def test_sockets_reach_nothing() -> None:
 
 
 def test_parent_and_host_processes_cannot_be_signalled() -> None:
-    sleeper = subprocess.Popen(["sleep", "30"])
+    restart_pool()
+    pool = sandbox_pool()
+    pool.warmup()
+    # one sleeper owned by the host root, one per sandbox owned by the very host uid its candidates run as
+    uids = [info["id_base"] + CANDIDATE_UID for info in pool.infos()]
+    sleepers = [subprocess.Popen(["sleep", "30"])]
+    sleepers += [subprocess.Popen(["sleep", "30"], user=uid, group=uid) for uid in uids]
     try:
+        pids = ", ".join(str(s.pid) for s in sleepers)
         program = (
             "import os, signal\n"
             "hits = 0\n"
-            f"for pid in ({sleeper.pid}, {os.getpid()}, os.getppid(), 1):\n"
+            f"for pid in ({pids}, {os.getpid()}, os.getppid(), 1):\n"
             "    try:\n"
             "        os.kill(pid, signal.SIGKILL)\n"
             "        hits += 1\n"
@@ -235,12 +243,14 @@ def test_parent_and_host_processes_cannot_be_signalled() -> None:
             "        pass\n"
             "def f(x):\n    return hits\n"
         )
-        judge(program, tests="assert f(0) >= 1\n")
+        for _ in range(len(uids)):  # reach every sandbox of the pool
+            judge(program, tests="assert f(0) >= 1\n")
         judge("import os, signal\nos.kill(-1, signal.SIGKILL)\nos.killpg(0, signal.SIGKILL)\n" + GOOD)
-        assert sleeper.poll() is None
+        assert [s.poll() for s in sleepers] == [None] * len(sleepers)
     finally:
-        sleeper.kill()
-        sleeper.wait()
+        for sleeper in sleepers:
+            sleeper.kill()
+            sleeper.wait()
 
 
 @pytest.mark.parametrize("program", [
@@ -254,28 +264,30 @@ def test_exiting_before_the_tests_is_not_a_pass(program: str) -> None:
     judge(program)
 
 
-@pytest.mark.parametrize("program", [
+CHECK = "def check(candidate):\n    assert candidate(1) == 2\n    assert candidate(41) == 42\ncheck(f)\n"
+
+
+@pytest.mark.parametrize(("program", "tests"), [
     # __eq__ of a returned object
-    "class Yes:\n    def __eq__(self, other):\n        return True\n    __hash__ = object.__hash__\n"
-    "def f(x):\n    return Yes()\n",
+    ("class Yes:\n    def __eq__(self, other):\n        return True\n    __hash__ = object.__hash__\n"
+     "def f(x):\n    return Yes()\n", CHECK),
     # a str subclass that equals everything
-    "class S(str):\n    def __eq__(self, other):\n        return True\n    __hash__ = str.__hash__\n"
-    "def f(x):\n    return S('no')\n",
+    ("class S(str):\n    def __eq__(self, other):\n        return True\n    __hash__ = str.__hash__\n"
+     "def f(x):\n    return S('no')\n", CHECK),
     # assert-related builtins, AssertionError, exec and compile
-    "import builtins\nclass Nothing(Exception):\n    pass\nbuiltins.AssertionError = Nothing\n"
-    "builtins.abs = lambda v: 0\nbuiltins.exec = lambda *a, **k: None\nbuiltins.compile = lambda *a, **k: None\n"
-    "def f(x):\n    return 0\n",
-    # sys.modules entries and the builtins module itself
-    "import sys, types\nfake = types.ModuleType('builtins')\nfake.exec = lambda *a, **k: None\n"
-    "sys.modules['builtins'] = fake\nsys.modules['json'] = fake\ndef f(x):\n    return 0\n",
+    ("import builtins\nclass Nothing(Exception):\n    pass\nbuiltins.AssertionError = Nothing\n"
+     "builtins.abs = lambda v: 0\nbuiltins.exec = lambda *a, **k: None\nbuiltins.compile = lambda *a, **k: None\n"
+     "def f(x):\n    return 0.0\n", "assert abs(f(1) - 2.5) < 1e-9\n"),
+    # sys.modules entries the tests import
+    ("import sys, types\nfake = types.ModuleType('math')\nfake.isclose = lambda *a, **k: True\n"
+     "sys.modules['math'] = fake\ndef f(x):\n    return 0.0\n", "import math\nassert math.isclose(f(1), 2.5)\n"),
     # the test function, swapped through frames by a tracer before it is called
-    "import sys\ndef swap(frame, event, arg):\n    g = frame.f_globals\n"
-    "    if 'check' in g and getattr(getattr(g['check'], '__code__', None), 'co_filename', '') == '<tests>':\n"
-    "        g['check'] = lambda candidate: None\n    return swap\nsys.settrace(swap)\n"
-    "def f(x):\n    return 0\n",
-])
-def test_redefinitions_cannot_turn_a_failure_into_a_pass(program: str) -> None:
-    tests = "def check(candidate):\n    assert abs(candidate(1) - 2) < 1e-9\n    assert candidate(41) == 42\ncheck(f)\n"
+    ("import sys\ndef swap(frame, event, arg):\n    g = frame.f_globals\n"
+     "    if 'check' in g and getattr(getattr(g['check'], '__code__', None), 'co_filename', '') == '<tests>':\n"
+     "        g['check'] = lambda candidate: None\n    return swap\nsys.settrace(swap)\n"
+     "def f(x):\n    return 0\n", CHECK),
+], ids=["eq", "str-subclass", "builtins", "sys-modules", "test-function"])
+def test_redefinitions_cannot_turn_a_failure_into_a_pass(program: str, tests: str) -> None:
     judge(program, tests=tests)
 
 

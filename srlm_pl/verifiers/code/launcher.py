@@ -80,7 +80,7 @@ def _start(config: dict, limits: confine.Limits, groups: cgroups.Groups) -> int:
     pid = os.fork()
     if pid == 0:
         try:
-            info = {"cgroups": groups.held, "namespaces": list(SANDBOX_NAMESPACES)}
+            info = {"cgroups": groups.held, "namespaces": list(SANDBOX_NAMESPACES), "id_base": _id_base(os.getppid())}
             _outer(limits, info, (ready_r, ready_w, go_r, go_w), [proc_fd, *groups.fds()])
         except BaseException as exc:  # noqa: BLE001 - report and leave; never return into the launcher
             protocol.send(1, {"error": f"sandbox namespaces: {exc}"})

@@ -122,7 +122,7 @@ class SandboxPool:
             while not self._idle and self._started >= self.size:
                 self._cond.wait()
             if self._idle:
-                return self._idle.pop()
+                return self._idle.pop(0)  # round robin: consecutive jobs spread over the sandboxes
             self._started += 1
         try:
             return Sandbox(self._config())
@@ -158,6 +158,11 @@ class SandboxPool:
         for box in boxes:
             self._release(box, True)
         return dict(boxes[0].info)
+
+    def infos(self) -> list[dict[str, Any]]:
+        """The setup details of the idle sandboxes (namespaces, cgroups, ``id_base``: host id of sandbox id 0)."""
+        with self._cond:
+            return [dict(box.info) for box in self._idle]
 
     def close(self) -> None:
         if os.getpid() != self.pid:
