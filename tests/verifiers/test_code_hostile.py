@@ -21,12 +21,12 @@ import pytest
 
 from srlm_pl.verifiers import SandboxUnavailable, Verdict, verify_code, warmup_code
 from srlm_pl.verifiers.code.api import restart_pool, sandbox_pool
-from srlm_pl.verifiers.code.confine import CANDIDATE_UID
+from srlm_pl.verifiers.code.confine import CANDIDATE_UID, TESTS_UID
+from srlm_pl.verifiers.code.pool import SandboxPool
 
 GOOD = "def f(x):\n    return x + 1\n"
 TESTS = "assert f(1) == 2\nassert f(41) == 42\n"
 TIMEOUT = 1.5
-ID_BASE, ID_COUNT = 100_000, 1024  # launcher.py: sandbox ids 0..1023 map onto host ids from here
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -61,18 +61,23 @@ def judge(program: str, tests: str = TESTS, timeout: float = TIMEOUT) -> Verdict
     return verdict
 
 
-def sandbox_uid_processes() -> list[int]:
-    """Host pids of processes running as a sandbox candidate or tests uid (ids 1000, 1001 inside)."""
+def processes_of(uids: set[int]) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
         try:
             status = Path(f"/proc/{entry}/status").read_text()
         except (OSError, ValueError):
             continue
-        uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
-        if uid >= ID_BASE and (uid - ID_BASE) % ID_COUNT in (1000, 1001):
+        lines = {line.split(":")[0]: line.split()[1:] for line in status.splitlines() if ":" in line}
+        if int(lines["Uid"][0]) in uids and lines.get("State", ["?"])[0] != "Z":
             found.append(int(entry))
     return found
+
+
+def sandbox_uid_processes() -> list[int]:
+    """Host pids of processes running as a candidate or tests uid of this process's sandboxes."""
+    uids = {info["id_base"] + uid for info in sandbox_pool().infos() for uid in (CANDIDATE_UID, TESTS_UID)}
+    return processes_of(uids)
 
 
 @pytest.mark.parametrize("program", [
@@ -97,11 +102,13 @@ def test_fork_bomb_is_capped_and_every_process_killed() -> None:
         "    except OSError:\n"
         "        break\n"
         "    if pid == 0:\n"
-        "        os.setsid()\n"  # escapes a process group, not the PID namespace
-        "        if os.fork() == 0:\n"
-        "            while True:\n"
-        "                time.sleep(1)\n"
-        "        os._exit(0)\n"
+        "        try:\n"
+        "            os.setsid()\n"  # escapes a process group, not the PID namespace
+        "            if os.fork() == 0:\n"
+        "                while True:\n"
+        "                    time.sleep(1)\n"
+        "        finally:\n"
+        "            os._exit(0)\n"
         "    n += 1\n"
         "def f(x):\n    return n\n"
     )
@@ -112,12 +119,13 @@ def test_fork_bomb_is_capped_and_every_process_killed() -> None:
     assert sandbox_uid_processes() == []
 
 
-@pytest.mark.parametrize("program", [
-    "def f(x):\n    return len(bytearray(3 << 30))\n",
-    "def f(x):\n    blocks = [b'x' * (1 << 24) for _ in range(200)]\n    return len(blocks) << 24\n",
+@pytest.mark.parametrize(("program", "size"), [
+    ("def f(x):\n    return len(bytearray(768 << 20))\n", 768 << 20),  # over RLIMIT_AS (512 MiB)
+    ("def f(x):\n    blocks = [b'x' * (1 << 24) for _ in range(48)]\n    return len(blocks) << 24\n", 768 << 20),
+    ("def f(x):\n    return len(bytearray(3 << 30))\n", 3 << 30),  # over the sandbox's memory cgroup too
 ])
-def test_memory_bombs_fail(program: str) -> None:
-    judge(program, tests="assert f(0) >= 3 << 30\n", timeout=4.0)
+def test_memory_bombs_fail(program: str, size: int) -> None:
+    judge(program, tests=f"assert f(0) >= {size}\n", timeout=4.0)
 
 
 @pytest.mark.parametrize("program", [
@@ -344,3 +352,25 @@ def test_pool_survives_hostile_inputs_from_several_threads() -> None:
     assert verify_code(GOOD, TESTS, entry_point="f").status == "correct"
     assert sandbox_uid_processes() == []
     assert signal.SIGKILL  # the parent survived every kill above
+
+
+def test_killing_a_launcher_ends_its_whole_sandbox() -> None:
+    pool = SandboxPool(size=1)
+    pool.warmup()
+    info = pool.infos()[0]
+    base = info["id_base"]
+    hang = "import os\nos.fork()\nwhile True:\n    pass\n"
+    thread = threading.Thread(target=pool.run, args=({"program": hang, "tests": TESTS, "entry_point": "f",
+                                                      "timeout": 30.0, "limits": {}}, os.urandom(16), 60.0))
+    thread.start()
+    deadline = time.monotonic() + 5.0
+    while len(processes_of({base + CANDIDATE_UID})) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(processes_of({base, base + CANDIDATE_UID, base + TESTS_UID})) >= 4  # zygote, its parent, jobs
+    os.kill(info["launcher_pid"], signal.SIGKILL)
+    thread.join(timeout=5.0)
+    deadline = time.monotonic() + 2.0
+    while processes_of({base, base + CANDIDATE_UID, base + TESTS_UID}) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert processes_of({base, base + CANDIDATE_UID, base + TESTS_UID}) == []
+    pool.close()

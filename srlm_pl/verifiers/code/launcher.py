@@ -46,7 +46,6 @@ def _outer(limits: confine.Limits, info: dict, pipes: tuple[int, int, int, int],
     ready_r, ready_w, go_r, go_w = pipes
     for fd in [ready_r, go_w, *keep]:
         os.close(fd)
-    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
     flags = 0
     for name in SANDBOX_NAMESPACES:
         flags |= syscalls.NAMESPACE_FLAGS[name]
@@ -56,6 +55,9 @@ def _outer(limits: confine.Limits, info: dict, pipes: tuple[int, int, int, int],
         raise OSError("the launcher could not write the uid/gid maps")
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
+    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)  # after setresuid, which clears it
+    if os.getppid() == 1:
+        raise OSError("the launcher died during setup")
     pid = os.fork()
     if pid == 0:
         try:

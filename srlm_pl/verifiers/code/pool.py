@@ -55,7 +55,7 @@ class Sandbox:
             self.close()
             why = hello.get("error") if isinstance(hello, dict) else "no answer from the sandbox launcher"
             raise host.SandboxUnavailable(f"code sandbox could not start: {why}")
-        self.info = hello
+        self.info = {**hello, "launcher_pid": self.proc.pid}
 
     def _read_exact(self, n: int, deadline: float) -> bytes | None:
         fd, data = self.proc.stdout.fileno(), b""
@@ -160,7 +160,8 @@ class SandboxPool:
         return dict(boxes[0].info)
 
     def infos(self) -> list[dict[str, Any]]:
-        """The setup details of the idle sandboxes (namespaces, cgroups, ``id_base``: host id of sandbox id 0)."""
+        """Setup details of the idle sandboxes: namespaces, cgroups, ``id_base`` (the host id of sandbox id 0),
+        ``launcher_pid``."""
         with self._cond:
             return [dict(box.info) for box in self._idle]
 

@@ -97,13 +97,18 @@ def _collect(fd: int, deadline: float) -> tuple[bytes, bool]:
 
 
 def _kill_everything() -> dict[int, int]:
-    """SIGKILL every process of the namespace but this one and reap them all; {pid: wait status}."""
-    try:
-        os.kill(-1, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    """SIGKILL every process of the namespace but this one and reap them all; {pid: wait status}.
+
+    ``kill(-1)`` is repeated before every wait: a process forked while the kernel walks the process list can
+    miss one signal, never the next. As PID 1 this process inherits every orphan, so "no child left" means
+    "no process left" in the namespace.
+    """
     statuses = {}
     while True:
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         try:
             pid, status = os.waitpid(-1, 0)
         except ChildProcessError:
