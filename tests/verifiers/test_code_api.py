@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -128,3 +129,13 @@ def test_humaneval_sample_canonical_passes_and_stubs_fail() -> None:
     assert [v.status for v in verify_code_batch(programs, tests, entry_points=entries)] == ["correct"] * len(problems)
     stubs = [p["prompt"] + "    pass\n" for p in problems]
     assert not any(verify_code_batch(stubs, tests, entry_points=entries))
+
+
+def test_a_sandbox_that_cannot_be_set_up_fails_closed() -> None:
+    from srlm_pl.verifiers.code.pool import SandboxPool
+
+    pool = SandboxPool(size=1, config={"prefix": "/nonexistent-python-prefix"})
+    with pytest.raises(SandboxUnavailable, match="nonexistent-python-prefix"):
+        pool.run({"program": ADD, "tests": ADD_TESTS, "entry_point": "add", "timeout": 1.0, "limits": {}},
+                 os.urandom(16), 5.0)
+    pool.close()
