@@ -144,7 +144,7 @@ def verify_code_batch(programs: Sequence[str], tests: Sequence[str] | str, *,
     """Verdicts of many programs, run in parallel over the pool, in order; same semantics as verify_code.
 
     ``tests`` and ``entry_points`` may be one value for all programs; ``max_workers`` caps the parallel jobs
-    (default: the pool size, ``SRLM_SANDBOX_WORKERS`` or the CPU count, 2 to 8). Safe from any thread.
+    (default: the pool size, ``SRLM_SANDBOX_WORKERS`` or twice the CPU count, 2 to 16). Safe from any thread.
     """
     n = len(programs)
     tests_list = [tests] * n if isinstance(tests, str) else list(tests)

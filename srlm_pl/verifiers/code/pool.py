@@ -37,8 +37,10 @@ _BOOTSTRAP = (
 
 
 def default_size() -> int:
+    """``SRLM_SANDBOX_WORKERS``, else twice the CPU count (2 to 16): a job spends much of its time handing
+    calls between its two processes, so more sandboxes than cores keep the cores busy."""
     env = os.environ.get("SRLM_SANDBOX_WORKERS")
-    return max(1, int(env)) if env else max(2, min(8, os.cpu_count() or 2))
+    return max(1, int(env)) if env else max(2, min(16, 2 * (os.cpu_count() or 1)))
 
 
 class Sandbox:
