@@ -261,6 +261,19 @@ def test_parent_and_host_processes_cannot_be_signalled() -> None:
             sleeper.wait()
 
 
+def test_no_nested_namespaces_or_mounts() -> None:
+    """A nested user namespace would hand the program capabilities (mount, network, PID namespaces): the sandbox
+    caps user namespaces at 0 for its own, and /proc cannot be mounted anywhere inside."""
+    program = (
+        "import ctypes, os\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "done = [libc.unshare(flag) == 0 for flag in (0x10000000, 0x40000000, 0x00020000, 0x20000000)]\n"
+        "done.append(libc.mount(b'proc', b'/tmp/c', b'proc', 0, None) == 0)\n"
+        "def f(x):\n    return done\n"
+    )
+    judge(program, tests="assert any(f(0)), f(0)\n")
+
+
 @pytest.mark.parametrize("program", [
     "import sys\nsys.exit(0)\n",
     "import os\nos._exit(0)\n",

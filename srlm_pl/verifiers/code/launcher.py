@@ -41,9 +41,21 @@ def _write_maps(proc_fd: int, pid: int, base: int) -> None:
             os.close(fd)
 
 
+def _forbid_nested_user_namespaces(proc_fd: int) -> None:
+    """``user.max_user_namespaces = 0`` for the sandbox's user namespace (the sysctl is per namespace, looked
+    up for the writer's one): no program can create a nested user namespace, and with it the capabilities
+    to create mount, network or PID namespaces, so those kernel paths stay out of its reach."""
+    fd = os.open("sys/user/max_user_namespaces", os.O_WRONLY, dir_fd=proc_fd)
+    try:
+        os.write(fd, b"0")
+    finally:
+        os.close(fd)
+
+
 def _outer(limits: confine.Limits, info: dict, pipes: tuple[int, int, int, int], keep: list[int]) -> None:
     """The zygote's parent: new namespaces, then PID 1 of them. ``pipes``: ready (r, w), go (r, w)."""
     ready_r, ready_w, go_r, go_w = pipes
+    proc_fd, *keep = keep
     for fd in [ready_r, go_w, *keep]:
         os.close(fd)
     flags = 0
@@ -56,6 +68,8 @@ def _outer(limits: confine.Limits, info: dict, pipes: tuple[int, int, int, int],
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
     syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)  # after setresuid, which clears it
+    _forbid_nested_user_namespaces(proc_fd)
+    os.close(proc_fd)
     if os.getppid() == 1:
         raise OSError("the launcher died during setup")
     pid = os.fork()
@@ -64,6 +78,8 @@ def _outer(limits: confine.Limits, info: dict, pipes: tuple[int, int, int, int],
             syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
             syscalls.sethostname("sandbox")
             zygote.serve(limits, info)
+        except BaseException as exc:  # noqa: BLE001 - before "ready" this is the parent's only clue
+            protocol.send(1, {"error": f"sandbox zygote: {exc}"})
         finally:
             os._exit(0)
     _, status = os.waitpid(pid, 0)
