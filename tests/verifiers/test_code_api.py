@@ -43,6 +43,11 @@ def test_missing_entry_point_is_incorrect() -> None:
     assert verify_code("def plus(a, b):\n    return a + b\n", "assert plus(1, 1) == 2\n").status == "correct"
 
 
+def test_an_oversized_program_is_not_run() -> None:
+    huge = ADD + "#" * (5 << 20) + "\n"
+    assert verify_code(huge, ADD_TESTS, entry_point="add") == Verdict("incorrect", path="code:too_large")
+
+
 def test_no_answer_for_an_empty_program() -> None:
     assert verify_code("", ADD_TESTS).status == "no_answer"
     assert verify_code("  \n\t\n", ADD_TESTS, entry_point="add").status == "no_answer"

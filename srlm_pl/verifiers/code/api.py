@@ -31,6 +31,7 @@ from ..verdict import Verdict
 from . import pool, protocol
 
 TOKEN_BYTES = 16
+MAX_PROGRAM_CHARS = 4 << 20  # a longer program is judged incorrect without running (the job frame cap is 64 MiB)
 BACKSTOP_SLACK = 0.9  # the zygote enforces the deadline; the parent gives up on a silent sandbox after this
 _REFERENCE_CACHE: OrderedDict[str, Verdict] = OrderedDict()
 _CACHE_SIZE = 4096
@@ -95,6 +96,8 @@ def _decide(answer: dict | None, token: bytes) -> Verdict:
 def _run(program: str, tests: str, entry_point: str | None, timeout: float) -> Verdict:
     if not program.strip():
         return Verdict("no_answer", path="code:empty")
+    if len(program) > MAX_PROGRAM_CHARS:
+        return Verdict("incorrect", path="code:too_large")
     token = os.urandom(TOKEN_BYTES)
     job = {"program": program, "tests": tests, "entry_point": entry_point, "timeout": timeout,
            "limits": {"cpu_seconds": math.ceil(timeout) + 1}}
@@ -120,6 +123,8 @@ def _check_args(program: object, tests: object, entry_point: object, row: int) -
         raise TypeError(f"programs[{row}]: expected str, got {type(program).__name__}")
     if not isinstance(tests, str) or not tests.strip():
         raise ValueError(f"tests[{row}]: expected non-empty test code (str), got {tests!r:.60}")
+    if len(tests) > 8 * MAX_PROGRAM_CHARS:
+        raise ValueError(f"tests[{row}]: {len(tests)} characters of test code, more than {8 * MAX_PROGRAM_CHARS}")
     if entry_point is not None and not (isinstance(entry_point, str) and entry_point.isidentifier()):
         raise ValueError(f"entry_points[{row}]: expected a Python identifier or None, got {entry_point!r:.60}")
 

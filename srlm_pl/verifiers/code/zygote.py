@@ -40,7 +40,7 @@ def fresh_tmp() -> None:
         syscalls.umount2("/tmp", syscalls.MNT_DETACH)
     except OSError:
         pass
-    syscalls.mount("tmpfs", "/tmp", "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, TMP_OPTIONS)
+    syscalls.mount("tmpfs", "/tmp", "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC, TMP_OPTIONS)
     for name, uid in (("c", confine.CANDIDATE_UID), ("t", confine.TESTS_UID)):
         os.mkdir(f"/tmp/{name}", 0o700)
         os.chown(f"/tmp/{name}", uid, uid)
