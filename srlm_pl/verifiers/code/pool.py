@@ -91,13 +91,21 @@ class Sandbox:
         answer = self._read(time.monotonic() + backstop)
         return answer if isinstance(answer, dict) and "report" in answer else None
 
-    def close(self) -> None:
+    def close(self, grace: float = 0.0) -> None:
+        """End the sandbox: EOF on its stdin ends the zygote, and the launcher then removes its cgroups; after
+        ``grace`` seconds (at once for a sandbox that missed a deadline) it is killed instead."""
         try:
             self.proc.stdin.close()
         except OSError:
             pass
-        self.proc.kill()
-        self.proc.wait()
+        if grace > 0:
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
         self.proc.stdout.close()
 
 
@@ -174,5 +182,10 @@ class SandboxPool:
             self._closed = True
             idle, self._idle = self._idle, []
             self._started -= len(idle)
+        for sandbox in idle:  # EOF to all first, so they wind down together
+            try:
+                sandbox.proc.stdin.close()
+            except OSError:
+                pass
         for sandbox in idle:
-            sandbox.close()
+            sandbox.close(grace=2.0)
