@@ -85,6 +85,14 @@ def test_helpers_values_and_exceptions_of_the_program_reach_the_tests() -> None:
     assert verify_code(program, tests, entry_point="f").status == "correct"
 
 
+def test_standard_modules_the_program_imported_are_visible_to_the_tests() -> None:
+    program = "import math as m\nimport os\ndef f(x):\n    return m.sqrt(x)\n"
+    tests = "assert m.isclose(f(2.0), m.sqrt(2.0))\nassert 'os' not in globals()\n"  # os is not shared
+    assert verify_code(program, tests, entry_point="f").status == "correct"
+    swapped = "import sys, types\nm = types.ModuleType('math')\nm.isclose = lambda *a: True\ndef f(x):\n    return 0\n"
+    assert verify_code(swapped, "assert m.isclose(f(2.0), 1.4)\n", entry_point="f").status == "incorrect"
+
+
 def test_bad_arguments_name_the_row() -> None:
     with pytest.raises(ValueError, match=r"tests\[1\]"):
         verify_code_batch([ADD, ADD], [ADD_TESTS, ""])

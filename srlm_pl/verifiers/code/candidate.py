@@ -1,7 +1,8 @@
 """The candidate side of a sandboxed run: execute the program, then answer calls to its functions.
 
 Runs in the candidate process only (confined, see :mod:`.confine`). It tells the tests process which
-top-level names are callable (and sends the plain-data values of the others), then serves one call at a
+top-level names are callable (and sends the plain-data values of the others and the names of the modules
+it imported), then serves one call at a
 time: a request ``{"f": name, "a": args, "k": kwargs}`` gets ``{"r": result}`` or ``{"e": exception
 class name}``. Everything here can be subverted by the program, which shares this interpreter; that is
 why nothing in this process can decide a verdict: the tests process decodes every reply itself.
@@ -9,6 +10,7 @@ why nothing in this process can decide a verdict: the tests process decodes ever
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 from . import plaindata, protocol
@@ -22,9 +24,12 @@ def _exception_name(exc: BaseException) -> str:
 
 
 def _describe(namespace: dict[str, Any]) -> dict[str, Any]:
-    callables, values, size = [], {}, 0
+    callables, values, modules, size = [], {}, {}, 0
     for name, obj in list(namespace.items()):
         if type(name) is not str or name.startswith("__"):
+            continue
+        if isinstance(obj, types.ModuleType):
+            modules[name] = str(getattr(obj, "__name__", ""))[:64]
             continue
         if callable(obj):
             callables.append(name)
@@ -36,7 +41,7 @@ def _describe(namespace: dict[str, Any]) -> dict[str, Any]:
         size += len(repr(encoded))
         if size <= MAX_VALUES:
             values[name] = encoded
-    return {"ready": True, "callables": callables, "values": values}
+    return {"ready": True, "callables": callables, "values": values, "modules": modules}
 
 
 def _answer(namespace: dict[str, Any], request: Any) -> dict[str, Any]:

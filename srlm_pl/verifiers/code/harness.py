@@ -2,8 +2,10 @@
 
 Runs in the tests process (confined like the candidate but under another uid, so the candidate can neither
 signal nor trace it, and in an interpreter the program never touched). The test code sees one proxy per
-callable top-level name of the program; a proxy call sends the arguments as plain data and rebuilds the
-result with this process's own decoder (:mod:`.plaindata`), so no candidate object ever reaches the tests.
+callable top-level name of the program, the program's plain-data globals, and its own copy of each standard
+module of ``SHARED_MODULES`` the program imported. A proxy call sends the arguments as plain data and
+rebuilds the result with this process's own decoder (:mod:`.plaindata`), so no candidate object ever reaches
+the tests.
 The report, written on a pipe only this process holds, starts with the per-run token that this process read
 from the parent after the candidate process was forked: the candidate never had it in memory.
 """
@@ -11,11 +13,17 @@ from the parent after the candidate process was forked: the candidate never had 
 from __future__ import annotations
 
 import builtins
+import importlib
 from typing import Any
 
 from . import plaindata, protocol
 
 MAX_REPLY = 64 << 20
+# standard modules that the tests may use through the program's imports (``import math`` in the program,
+# ``math.isclose`` in the tests, as when both run in one namespace); the tests get their own fresh copy
+SHARED_MODULES = frozenset({"math", "cmath", "re", "string", "collections", "itertools", "functools", "heapq",
+                            "bisect", "random", "fractions", "decimal", "statistics", "hashlib", "copy", "operator",
+                            "typing", "datetime", "json", "sys", "time", "array", "numbers"})
 MAX_HELLO = 4 << 20
 
 
@@ -68,6 +76,9 @@ def _proxy(remote: Remote, name: str):
 
 def _namespace(remote: Remote, hello: Any) -> dict[str, Any]:
     namespace: dict[str, Any] = {"__name__": "__tests__"}
+    for name, module in dict(hello.get("modules") or {}).items():
+        if type(name) is str and name.isidentifier() and module in SHARED_MODULES:
+            namespace[name] = importlib.import_module(module)  # this process's own copy
     for name, raw in dict(hello.get("values") or {}).items():
         if type(name) is str and name.isidentifier():
             namespace[name] = plaindata.from_json(raw)
