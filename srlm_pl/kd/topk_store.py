@@ -284,6 +284,7 @@ class TopKStore:
                     f"{self.where}: example {ex!r} ({split}) has {tgt.numel()} completion tokens in this batch but "
                     f"{stored.numel()} stored, or other token ids (first stored {stored[:5].tolist()}, batch "
                     f"{tgt[:5].tolist()}): the store was built with another max_length/length_policy or tokenization")
-            for name in out:
-                out[name].append(handle.get_slice(name)[where.start : where.end])
-        return (torch.cat(out["ids"]).long(), torch.cat(out["logprobs"]).float(), torch.cat(out["tail"]).float())
+            for name, dtype in (("ids", torch.int64), ("logprobs", torch.float32), ("tail", torch.float32)):
+                # up-cast per piece: torch.cat of float16 pieces fails under CPU bf16 autocast
+                out[name].append(handle.get_slice(name)[where.start : where.end].to(dtype))
+        return torch.cat(out["ids"]), torch.cat(out["logprobs"]), torch.cat(out["tail"])

@@ -47,7 +47,7 @@ def student_buckets(student_logits: Tensor, topk_ids: Tensor, temperature: float
     lse = torch.logsumexp(z, dim=-1, keepdim=True)  # [n, 1]
     at_ids = z.gather(-1, topk_ids) - lse  # [n, k]
     if topk_ids.shape[-1] >= z.shape[-1]:  # k = V: no tail (an all -inf logsumexp would give NaN gradients)
-        tail_log = torch.full_like(lse, -torch.inf)
+        tail_log = torch.full_like(lse, -torch.inf)  # (and topk_kd_divergence drops the bucket)
     else:
         tail_log = torch.logsumexp(z.scatter(-1, topk_ids, -torch.inf), dim=-1, keepdim=True) - lse  # [n, 1]
     return torch.cat([at_ids, tail_log], dim=-1)
@@ -68,10 +68,28 @@ def topk_kd_divergence(student_logits: Tensor, topk_ids: Tensor, topk_logprobs: 
         raise ValueError(f"topk_ids {tuple(topk_ids.shape)}, topk_logprobs {tuple(topk_logprobs.shape)} and "
                          f"student_logits {tuple(student_logits.shape)} must share the leading [n] (and k) dims")
     s_log = student_buckets(student_logits, topk_ids.long(), temperature)
-    if topk_ids.shape[-1] >= student_logits.shape[-1]:
-        tail = torch.zeros_like(tail)  # k = V: the tail holds no token (a stored 1 - sum is only rounding error)
     t_log = teacher_buckets(topk_logprobs, tail)
+    if topk_ids.shape[-1] >= student_logits.shape[-1]:  # k = V: no tail bucket (a stored 1 - sum is rounding error)
+        s_log, t_log = s_log[..., :-1], t_log[..., :-1]
     return divergence_logprobs(s_log, t_log, divergence=divergence, beta=beta, skew_alpha=skew_alpha) * temperature**2
+
+
+def check_topk_inputs(student_hidden: Tensor, targets: Tensor, topk_ids: Tensor, topk_logprobs: Tensor, tail: Tensor,
+                      *, alpha: float, beta: float, temperature: float, divergence: str, skew_alpha: float,
+                      chunk_size: int) -> None:
+    """The argument checks of ``chunked_topk_kd_loss`` (shared with its fused kernel's dispatch)."""
+    check_chunk(chunk_size)
+    check_unit("alpha", alpha)
+    check_unit("beta", beta)
+    check_positive("temperature", temperature)
+    check_divergence(divergence, skew_alpha)
+    n = targets.shape[0]
+    if not (student_hidden.shape[0] == topk_ids.shape[0] == topk_logprobs.shape[0] == tail.shape[0] == n):
+        raise ValueError(f"student_hidden ({student_hidden.shape[0]} rows), targets ({n}), topk_ids "
+                         f"({topk_ids.shape[0]}), topk_logprobs ({topk_logprobs.shape[0]}) and tail ({tail.shape[0]}) "
+                         "must have the same number of rows N")
+    if topk_ids.shape != topk_logprobs.shape:
+        raise ValueError(f"topk_ids {tuple(topk_ids.shape)} and topk_logprobs {tuple(topk_logprobs.shape)} differ")
 
 
 def chunked_topk_kd_loss(
@@ -95,18 +113,12 @@ def chunked_topk_kd_loss(
 
     The teacher rows (``topk_ids [N, k]``, ``topk_logprobs [N, k]``, ``tail [N]``) line up with ``targets [N]``.
     The student head runs ``chunk_size`` positions at a time inside a checkpoint (O(chunk x V) peak memory).
-    Metrics as ``chunked_kd_loss``: ``loss``, ``kd``, ``ce``, ``kd_sum``, ``ce_sum``, ``n_tokens``.
+    Metrics as ``chunked_kd_loss``: ``loss``, ``kd``, ``ce``, ``kd_sum``, ``ce_sum``, ``n_tokens``. This is the
+    generic path; ``srlm_pl.ops.chunked_topk_kd_loss`` sends a plain ``nn.Linear`` head to a fused kernel.
     """
-    check_chunk(chunk_size)
-    check_unit("alpha", alpha)
-    check_unit("beta", beta)
-    check_positive("temperature", temperature)
-    check_divergence(divergence, skew_alpha)
+    check_topk_inputs(student_hidden, targets, topk_ids, topk_logprobs, tail, alpha=alpha, beta=beta,
+                      temperature=temperature, divergence=divergence, skew_alpha=skew_alpha, chunk_size=chunk_size)
     n = targets.shape[0]
-    if not (student_hidden.shape[0] == topk_ids.shape[0] == topk_logprobs.shape[0] == tail.shape[0] == n):
-        raise ValueError(f"student_hidden ({student_hidden.shape[0]} rows), targets ({n}), topk_ids "
-                         f"({topk_ids.shape[0]}), topk_logprobs ({topk_logprobs.shape[0]}) and tail ({tail.shape[0]}) "
-                         "must have the same number of rows N")
 
     def chunk_losses(s_h: Tensor, t: Tensor, ids: Tensor, lp: Tensor, tl: Tensor) -> tuple[Tensor, Tensor]:
         s_logits = head_logits(student_head, s_h, vocab_size)  # [n, V]

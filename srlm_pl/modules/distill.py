@@ -16,7 +16,8 @@ Per training step (GKD, Agarwal et al. 2024, as TRL's ``GKDTrainer`` and torchtu
 Offline teacher (``teacher_logits: STORE``): no teacher runs; the teacher's top-k log-probs and tail mass per
 completion token are read from a store written by ``tools/make_teacher_logits.py`` (``srlm_pl.kd.topk_store``),
 matched to the batch by example id and checked against its completion tokens, and D is taken over the top-k
-plus one tail bucket (``losses.topk.chunked_topk_kd_loss``). Only dataset completions have stored teacher
+plus one tail bucket (``ops.chunked_topk_kd_loss``: a fused kernel for a plain head, else
+``losses.topk.chunked_topk_kd_loss``). Only dataset completions have stored teacher
 rows, so ``lmbda > 0`` and ``seq_kd`` are refused, and so is a store from another tokenizer, data or template.
 
 Choices: the token mean is over the *global* batch of a step (counts summed over processes), as in SFT.
@@ -45,7 +46,6 @@ from srlm_pl.kd.batch import batch_from_generation
 from srlm_pl.kd.teacher import TEACHER_KEY, check_vocabulary, head_rows, load_teacher, place_teacher
 from srlm_pl.kd.topk_store import TopKStore, dataset_fingerprint, template_fingerprint
 from srlm_pl.losses.kd import DIVERGENCES, Divergence
-from srlm_pl.losses.topk import chunked_topk_kd_loss
 from srlm_pl.models.forward import (
     completion_positions,
     contiguous_head_input,
@@ -55,7 +55,7 @@ from srlm_pl.models.forward import (
 )
 from srlm_pl.models.loading import ModelSpec, unwrap_peft
 from srlm_pl.modules.base import PostTrainingModule, SchedulerCallable, ValGeneration
-from srlm_pl.ops import chunked_kd_loss
+from srlm_pl.ops import chunked_kd_loss, chunked_topk_kd_loss
 from srlm_pl.optim import AdamW, WarmupCosine
 
 Source = Literal["dataset", "student", "teacher"]

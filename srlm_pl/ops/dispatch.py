@@ -11,9 +11,9 @@ from __future__ import annotations
 from torch import Tensor
 
 from srlm_pl import losses
-from srlm_pl.losses import Head, kd
+from srlm_pl.losses import Head, kd, topk
 from srlm_pl.losses.kd import Divergence
-from srlm_pl.ops import fused_kd, linear_ce, linear_logprob
+from srlm_pl.ops import fused_kd, fused_topk_kd, linear_ce, linear_logprob
 
 
 def chunked_cross_entropy(hidden: Tensor, head: Head, targets: Tensor, *, chunk_size: int = 1024,
@@ -55,3 +55,20 @@ def chunked_kd_loss(student_hidden: Tensor, teacher_hidden: Tensor, student_head
         return fused_kd.fused_kd_loss(student_hidden, teacher_hidden, student_head, teacher_head, targets, **kwargs)
     return kd.chunked_kd_loss(student_hidden, teacher_hidden, student_head, teacher_head, targets, **kwargs,
                               divergence=divergence, skew_alpha=skew_alpha)
+
+
+def chunked_topk_kd_loss(student_hidden: Tensor, student_head: Head, targets: Tensor, topk_ids: Tensor,
+                         topk_logprobs: Tensor, tail: Tensor, *, alpha: float, temperature: float = 1.0,
+                         divergence: Divergence = "jsd", beta: float = 0.0, skew_alpha: float = 0.1,
+                         chunk_size: int = 1024, vocab_size: int | None = None,
+                         ignore_index: int = -100) -> tuple[Tensor, dict[str, Tensor]]:
+    """``alpha * CE + (1 - alpha) * top-k KD`` and its metrics: see ``losses.topk.chunked_topk_kd_loss``."""
+    kwargs = dict(alpha=alpha, temperature=temperature, divergence=divergence, beta=beta, skew_alpha=skew_alpha,
+                  chunk_size=chunk_size, vocab_size=vocab_size, ignore_index=ignore_index)
+    if fused_topk_kd.applies(student_head) and targets.shape[0] > 0:
+        topk.check_topk_inputs(student_hidden, targets, topk_ids, topk_logprobs, tail, alpha=alpha, beta=beta,
+                               temperature=temperature, divergence=divergence, skew_alpha=skew_alpha,
+                               chunk_size=chunk_size)
+        return fused_topk_kd.fused_topk_kd_loss(student_hidden, student_head, targets, topk_ids, topk_logprobs, tail,
+                                                **kwargs)
+    return topk.chunked_topk_kd_loss(student_hidden, student_head, targets, topk_ids, topk_logprobs, tail, **kwargs)

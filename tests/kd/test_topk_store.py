@@ -62,7 +62,8 @@ def test_rows_round_trip_across_shards_in_batch_order(tmp_path, key, dtype):
     assert [s["n_tokens"] for s in manifest["splits"]["train"]["shards"]] == [9, 2]  # a shard every >= 6 tokens
     assert store.n_tokens("train") == 11 and manifest["key"]["k"] == K
     order = ["gen-2", "gen-0", "gen-1"]
-    ids, lp, tail = store.rows("train", order, [examples[e][0] for e in order])
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as in a bf16-mixed training step
+        ids, lp, tail = store.rows("train", order, [examples[e][0] for e in order])
     assert ids.dtype == torch.int64 and lp.dtype == torch.float32 and ids.shape == (11, K)
     assert torch.equal(ids, torch.cat([examples[e][1] for e in order]))
     assert torch.equal(tail, torch.cat([examples[e][3] for e in order]))

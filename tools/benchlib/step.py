@@ -70,6 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _flag(g, "--skip-loss", action="store_true", help="leave out the loss workload")
     _flag(g, "--max-gib", type=float, help="memory budget per variant (default 60%% of available)")
     _flag(g, "--teacher_dtype", help="on-policy/mixed teacher weights: bfloat16 (default) or float32")
+    _flag(g, "--k", type=int, help="offline-topk: teacher tokens stored per position (64)")
     g = p.add_argument_group("grpo")
     _flag(g, "--prompts", type=int, help="prompts per step (4)")
     _flag(g, "--group", type=int, help="completions per prompt (4)")

@@ -6,6 +6,9 @@ random-weight models on any device (``random-0.5b``, ``random-smoke``).
   teacher (``--teacher_dtype``), student = its first 2 layers, GSM8K train rows, batch 4, max length 256, loss chunk
   ``--chunk``: on-policy as TRL's ``DistillationTrainer`` (beta 1, 128 new tokens, lr 1e-6) and mixed as its
   ``GKDTrainer`` (lambda 0.5, beta 0.5, sampling temperature 0.9, lr 2e-5). A step is timed from its start to its end.
+- ``offline-topk``: ``DistillModule`` reading the teacher's top-``--k`` log-probs from a store (``teacher_logits:``)
+  against the same module with the teacher online, SmolLM2 pair, off-policy; ratios and the store's size per 1M
+  tokens (``step_kd_offline``).
 - ``random-*``: a Qwen2.5-0.5B-shaped student and a Qwen2.5-1.5B-shaped frozen teacher, random ids of ``--batch`` x
   ``--seq`` (``--prompt`` of them not in the loss), dataset completions only, ``--beta``, ``--alpha``, ``--chunk``.
 
@@ -21,7 +24,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from benchlib import common, synthetic
+from benchlib import common, step_kd_offline, synthetic
 from benchlib.case import Case, Row
 from benchlib.fit import fit, setup_worker
 from benchlib.step_kd_loss import PAIR_VARIANTS, VARIANTS, loss_step, pair_step
@@ -31,14 +34,15 @@ FLAGS: dict[str, Any] = {"steps": None, "warmup": 1, "batch": 4, "seq": 512, "pr
                          "vocab_tokens": 151665, "student_hidden": 896, "teacher_hidden": 1536,
                          "chunks": "1024,256", "variants": ",".join(VARIANTS), "chunk": 64, "beta": 0.5, "alpha": 0.5,
                          "precision": "bf16-mixed", "device": "cpu", "pair_dir": str(common.SMOLLM2),
-                         "skip_pair": False, "skip_loss": False, "max_gib": None, "teacher_dtype": "bfloat16"}
-WORKLOADS = ("loss", "pair", "on-policy", "mixed", *synthetic.WORKLOADS)
+                         "skip_pair": False, "skip_loss": False, "max_gib": None, "teacher_dtype": "bfloat16", "k": 64}
+WORKLOADS = ("loss", "pair", "on-policy", "mixed", step_kd_offline.WORKLOAD, *synthetic.WORKLOADS)
 TRL_WORKLOADS = ("on-policy", "mixed")
-NEEDS_ASSETS = ("on-policy", "mixed")
+NEEDS_ASSETS = ("on-policy", "mixed", step_kd_offline.WORKLOAD)
 METRIC = "s_per_step"
 COLUMNS = ["workload", "variant", "chunk", "batch", "impl", "s_per_step", "peak_rss_gib", "peak_gib",
-           "peak_extra_gib", "peak_gpu_gib", "vs_trl", "peak_rss_vs_trl", "skipped", "error"]
-STEPS = {"loss": 2, "pair": 2, "on-policy": 9, "mixed": 9}  # default timed steps (random-*: 5)
+           "peak_extra_gib", "peak_gpu_gib", "vs_trl", "peak_rss_vs_trl", *step_kd_offline.COLUMNS, "skipped", "error"]
+# default timed steps (random-*: 5)
+STEPS = {"loss": 2, "pair": 2, "on-policy": 9, "mixed": 9, step_kd_offline.WORKLOAD: 6}
 ANCHOR_BATCH = 4  # on-policy / mixed: the anchor's batch 4 x max length 256, whatever --batch and --seq say
 INSTRUCTION = ("Solve the following math problem. Reason step by step, and end your response with "
                "'The answer is N' where N is the final number.")
@@ -74,6 +78,9 @@ def cases(a: SimpleNamespace) -> list[Case]:
                                      "chunk": chunk if variant == "chunked" else None, "batch": a.batch},
                                     lambda c=c: _probed(c)))
             continue
+        if workload == step_kd_offline.WORKLOAD:
+            out.append(step_kd_offline.case(cfg))
+            continue
         trl = _trl(workload, cfg["warmup"] + cfg["steps"]) if workload in TRL_WORKLOADS else None
         out.append(Case({"workload": workload, "chunk": a.chunk}, lambda c=cfg: common.run_worker("kd", c), trl))
     return out
@@ -102,6 +109,8 @@ def _trl(workload: str, steps: int) -> Any:
 
 def worker(cfg: SimpleNamespace) -> Row:
     setup_worker(cfg)
+    if cfg.workload == step_kd_offline.WORKLOAD:
+        return step_kd_offline.worker(cfg)
     if cfg.workload in ("loss", "pair"):
         return _loop_worker(cfg)
     return _fit_worker(cfg)

@@ -1,0 +1,95 @@
+"""The fused top-k KD kernel (``srlm_pl.ops.fused_topk_kd``) against the generic ``losses.topk`` path: same loss,
+metrics and gradients (hidden states and head weight) for every divergence, temperature, CE weight, ignored rows,
+chunk sizes, k = V and a padded head; a frozen head gets no weight gradient; the dispatch picks the kernel for a
+plain ``nn.Linear`` under autograd and the generic path otherwise."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from srlm_pl import ops
+from srlm_pl.losses import topk
+from srlm_pl.ops import fused_topk_kd
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+V = 37
+
+
+def _case(n: int = 21, h: int = 6, k: int = 5, seed: int = 0, rows: int = V + 3):
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(n, h, generator=g)
+    head = torch.nn.Linear(h, rows, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(rows, h, generator=g))
+    targets = torch.randint(0, V, (n,), generator=g)
+    targets[[1, 8, n - 1]] = -100
+    t_lp = torch.log_softmax(torch.randn(n, V, generator=g, dtype=torch.float64) * 2, -1)
+    lp, ids = t_lp.topk(k, -1)
+    tail = (1 - lp.exp().sum(-1)).float()
+    return hidden, head, targets, ids, lp.float(), tail
+
+
+def _run(fn, hidden, head, *args, **kw):
+    hid = hidden.clone().requires_grad_(True)
+    head.weight.grad = None
+    loss, metrics = fn(hid, head, *args, **kw)
+    loss.backward()
+    return loss.detach(), metrics, hid.grad, head.weight.grad
+
+
+@pytest.mark.parametrize(("divergence", "beta", "tau", "alpha", "chunk", "k"), [
+    ("jsd", 0.0, 1.0, 0.0, 8, 5), ("jsd", 0.0, 2.0, 0.3, 5, 5), ("jsd", 0.5, 1.0, 0.5, 64, 3),
+    ("jsd", 1.0, 0.7, 0.0, 8, 5), ("skew_kl", 0.0, 1.0, 0.1, 4, 5), ("skew_rkl", 0.0, 1.5, 0.0, 16, 7),
+    ("jsd", 0.0, 1.0, 0.2, 8, V), ("jsd", 0.5, 1.0, 0.0, 8, V),
+])  # fmt: skip
+def test_fused_matches_generic_values_and_gradients(divergence, beta, tau, alpha, chunk, k):
+    hidden, head, targets, ids, lp, tail = _case(k=k)
+    kw = dict(alpha=alpha, temperature=tau, divergence=divergence, beta=beta, skew_alpha=0.2, chunk_size=chunk,
+              vocab_size=V)
+    f_loss, f_m, f_gh, f_gw = _run(fused_topk_kd.fused_topk_kd_loss, hidden, head, targets, ids, lp, tail, **kw)
+    g_loss, g_m, g_gh, g_gw = _run(topk.chunked_topk_kd_loss, hidden, head, targets, ids, lp, tail, **kw)
+    torch.testing.assert_close(f_loss, g_loss, rtol=1e-5, atol=1e-6)
+    for name in ("kd", "ce", "kd_sum", "ce_sum", "n_tokens"):
+        torch.testing.assert_close(f_m[name], g_m[name], rtol=1e-5, atol=1e-6)
+    assert torch.isfinite(f_gh).all() and torch.isfinite(f_gw).all()
+    torch.testing.assert_close(f_gh, g_gh, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(f_gw, g_gw, rtol=1e-4, atol=1e-6)
+    assert f_gw[V:].abs().sum() == 0  # padding rows of the head get nothing
+
+
+def test_small_tail_gradient_is_exact():
+    """A teacher and student whose tail mass is ~1e-9: the fused kernel sums the tail directly (no 1 - sum)."""
+    hidden, head, targets, ids, lp, tail = _case(seed=3, k=30)
+    with torch.no_grad():
+        head.weight[:V] *= 6.0  # peaky student: little mass outside any 30 tokens
+    kw = dict(alpha=0.0, temperature=1.0, chunk_size=8, vocab_size=V)
+    f = _run(fused_topk_kd.fused_topk_kd_loss, hidden, head, targets, ids, lp, tail, divergence="jsd", beta=0.0,
+             skew_alpha=0.1, **kw)
+    g = _run(topk.chunked_topk_kd_loss, hidden, head, targets, ids, lp, tail, **kw)
+    torch.testing.assert_close(f[0], g[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(f[2], g[2], rtol=1e-4, atol=1e-5)
+
+
+def test_frozen_head_gets_no_weight_gradient():
+    hidden, head, targets, ids, lp, tail = _case()
+    head.weight.requires_grad_(False)
+    hid = hidden.clone().requires_grad_(True)
+    loss, _ = ops.chunked_topk_kd_loss(hid, head, targets, ids, lp, tail, alpha=0.0, vocab_size=V, chunk_size=8)
+    loss.backward()
+    assert hid.grad is not None and head.weight.grad is None
+
+
+@pytest.mark.parametrize(("grad", "plain", "path"), [(True, True, "fused"), (False, True, "generic"),
+                                                     (True, False, "generic")])
+def test_dispatch(monkeypatch, grad, plain, path):
+    calls: list[str] = []
+    fused, generic = fused_topk_kd.fused_topk_kd_loss, topk.chunked_topk_kd_loss
+    monkeypatch.setattr(fused_topk_kd, "fused_topk_kd_loss", lambda *a, **k: calls.append("fused") or fused(*a, **k))
+    monkeypatch.setattr(topk, "chunked_topk_kd_loss", lambda *a, **k: calls.append("generic") or generic(*a, **k))
+    hidden, head, targets, ids, lp, tail = _case()
+    call_head = head if plain else (lambda x: head(x))
+    with torch.set_grad_enabled(grad):
+        ops.chunked_topk_kd_loss(hidden.requires_grad_(grad), call_head, targets, ids, lp, tail, alpha=0.0,
+                                 vocab_size=V)
+    assert calls == [path]
