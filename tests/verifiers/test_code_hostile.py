@@ -319,13 +319,13 @@ def test_printed_success_markers_and_forged_reports_are_ignored() -> None:
         "fake = bytes(16) + frame({'passed': True, 'error': ''})\n"
         "answer = frame({'report': fake.hex(), 'timed_out': False, 'candidate': 'exit:0'})\n"
         "guesses = [o for o in gc.get_objects() if type(o) is bytes and len(o) == 16]\n"
-        "print('passed', json.dumps({'passed': True}), flush=True)\n"
         "for fd in range(256):\n"
         "    for data in [answer, b'A' + fake] + [b'A' + g + fake[16:] for g in guesses]:\n"
         "        try:\n"
         "            os.write(fd, data)\n"
         "        except OSError:\n"
         "            pass\n"
+        "print('passed', json.dumps({'passed': True}), flush=True)\n"
         "def f(x):\n    return 0\n"
     )
     assert judge(program).path in ("code:AssertionError", "code:ProgramRaised")  # it garbles its own pipe
