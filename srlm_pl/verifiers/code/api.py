@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import math
 import os
 import threading
@@ -28,7 +29,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from ..verdict import Verdict
-from . import pool, protocol
+from . import pool
 
 TOKEN_BYTES = 16
 MAX_PROGRAM_CHARS = 4 << 20  # a longer program is judged incorrect without running (the job frame cap is 64 MiB)
@@ -68,7 +69,7 @@ def _outcome(report: bytes, token: bytes) -> dict | None:
     body = report[TOKEN_BYTES:]
     try:
         size = int.from_bytes(body[:4], "big")
-        outcome = protocol.json.loads(body[4:4 + size]) if size == len(body) - 4 else None
+        outcome = json.loads(body[4:4 + size]) if size == len(body) - 4 else None
     except ValueError:
         return None
     return outcome if isinstance(outcome, dict) else None
