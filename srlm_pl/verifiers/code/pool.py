@@ -110,7 +110,15 @@ class Sandbox:
 
 
 class SandboxPool:
-    """Up to ``size`` warm sandboxes shared by all threads of this process."""
+    """Up to ``size`` warm sandboxes shared by all threads of this process.
+
+    Args:
+        size: the most sandboxes run at once (default :func:`default_size`); they start on first use.
+        config: launcher settings overriding the defaults: ``limits`` (a dict of :class:`.confine.Limits`
+            fields, e.g. ``{"memory_mb": 1024}``; a job's CPU limit follows its timeout), ``memory_mb`` (the
+            memory cgroup of a whole sandbox, 2048), ``pids_max`` (its pids cgroup, 256), ``prefix`` and
+            ``libraries`` (what of the host is mounted; default: this interpreter's, see :mod:`.host`).
+    """
 
     def __init__(self, size: int | None = None, config: dict[str, Any] | None = None) -> None:
         self.size = size or default_size()
