@@ -20,7 +20,7 @@ def setup_worker(cfg: SimpleNamespace) -> None:
 
 
 def fit(module: Any, data: Any, *, steps: int, device: str = "cpu", precision: str = "bf16-mixed",
-        metrics: tuple[str, ...] = ()) -> tuple[Any, float]:
+        metrics: tuple[str, ...] = (), callbacks: tuple[Any, ...] = ()) -> tuple[Any, float]:
     """Run ``steps`` training steps of ``module`` on ``data`` (a DataModule or a DataLoader) under a ``StepTimer``;
     returns the timer and the wall time of the whole fit."""
     import lightning as L
@@ -28,7 +28,7 @@ def fit(module: Any, data: Any, *, steps: int, device: str = "cpu", precision: s
     timer = step_timer(device, metrics)
     trainer = L.Trainer(accelerator="gpu" if device.startswith("cuda") else "cpu", devices=1, precision=precision,
                         max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[timer], num_sanity_val_steps=0,
+                        enable_model_summary=False, callbacks=[timer, *callbacks], num_sanity_val_steps=0,
                         limit_val_batches=0)
     if device.startswith("cuda"):
         import torch

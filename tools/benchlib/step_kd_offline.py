@@ -8,9 +8,11 @@ max length 256), ``--precision``, loss chunk ``--chunk``.
 Three fresh processes in one session: the store is built first (its build time, size and tokens are reported:
 ``store_mb_per_1m_tokens`` = bytes per completion token), then the online and the offline run, each timed from the
 start to the end of a step (``s_per_step``, warm-up steps excluded) with its peak resident set size
-(``peak_rss_gib``) and the peak above the process's size before the fit (``peak_extra_gib``: models, optimizer,
-activations, the store's pages). The row gives the offline figures and ``time_vs_online`` /
-``peak_rss_vs_online`` / ``peak_extra_vs_online``: offline divided by online.
+(``peak_rss_gib``, which includes loading's transient copies), the peak above the process's size before the fit
+(``peak_extra_gib``) and the peak of the training steps alone (``train_peak_rss_gib``: the high-water mark is reset
+once the models are loaded; weights, optimizer state, activations, the store's pages). On CUDA ``peak_gpu_gib`` is
+``max_memory_allocated``. The row gives the offline figures and ``time_vs_online``, ``train_peak_vs_online``,
+``peak_rss_vs_online``, ``peak_extra_vs_online`` (offline divided by online).
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from benchlib.case import Case, Row
 from benchlib.fit import fit
 
 WORKLOAD = "offline-topk"
-COLUMNS = ["online_s_per_step", "time_vs_online", "online_peak_rss_gib", "peak_rss_vs_online", "peak_extra_vs_online",
-           "store_mb_per_1m_tokens", "k"]
+COLUMNS = ["online_s_per_step", "time_vs_online", "median_time_vs_online", "train_peak_rss_gib",
+           "online_train_peak_rss_gib", "train_peak_vs_online", "peak_rss_vs_online", "store_mb_per_1m_tokens", "k"]
 
 
 def case(cfg: dict[str, Any]) -> Case:
@@ -38,18 +40,26 @@ def case(cfg: dict[str, Any]) -> Case:
 
 def compare(cfg: dict[str, Any]) -> Row:
     """Build the store, then run online and offline in fresh processes; the offline row with the ratios."""
+    import os
+
     folder = Path(tempfile.mkdtemp(prefix="srlm_topk_bench_"))
+    load_before = os.getloadavg()
     try:
         store = common.run_worker("kd", {**cfg, "variant": "build", "store": str(folder / "store")})
         online = common.run_worker("kd", {**cfg, "variant": "online"})
         offline = common.run_worker("kd", {**cfg, "variant": "offline", "store": str(folder / "store")})
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    row = {**offline, **{f"online_{k}": online[k] for k in ("s_per_step", "peak_rss_gib", "peak_extra_gib")},
+    keys = ("s_per_step", "s_per_step_median", "step_times", "peak_rss_gib", "peak_extra_gib", "train_peak_rss_gib",
+            "rss_train_start_gib")
+    row = {**offline, **{f"online_{k}": online[k] for k in keys},
            **{f"store_{k}": v for k, v in store.items()}, "k": cfg["k"]}
+    row["loadavg_1_5_15_before_after"] = [list(load_before), list(os.getloadavg())]
     row["time_vs_online"] = offline["s_per_step"] / online["s_per_step"]
+    row["median_time_vs_online"] = offline["s_per_step_median"] / online["s_per_step_median"]
     row["peak_rss_vs_online"] = offline["peak_rss_gib"] / online["peak_rss_gib"]
     row["peak_extra_vs_online"] = offline["peak_extra_gib"] / online["peak_extra_gib"]
+    row["train_peak_vs_online"] = offline["train_peak_rss_gib"] / online["train_peak_rss_gib"]
     row["store_mb_per_1m_tokens"] = store["bytes"] / store["tokens"]  # bytes per token = MB per 1M tokens
     return row
 
@@ -87,13 +97,42 @@ def worker(cfg: SimpleNamespace) -> Row:
                            scheduler=lambda o, n: WarmupConstant(o, n), **store)
     data.setup("fit")
     before = common.rss_gib()
-    timer, wall = fit(module, data, steps=cfg.warmup + cfg.steps, device=cfg.device, precision=cfg.precision)
+    window = train_peak_callback()
+    timer, wall = fit(module, data, steps=cfg.warmup + cfg.steps, device=cfg.device, precision=cfg.precision,
+                      callbacks=(window,))
     peak = common.peak_rss_gib()
     row = {**timer.clock.summary(cfg.warmup), "peak_rss_gib": peak, "peak_extra_gib": peak - before,
-           "rss_before_gib": before, "fit_wall_s": wall, "teacher_loaded": module._teacher.model is not None}
+           "rss_before_gib": before, "train_peak_rss_gib": window.peak(), "rss_train_start_gib": window.start,
+           "fit_wall_s": wall, "teacher_loaded": module._teacher.model is not None}
     if cfg.device.startswith("cuda"):
         row["peak_gpu_gib"] = common.peak_memory_gib(cfg.device)
     return row
+
+
+def _vm_hwm_gib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def train_peak_callback() -> Any:
+    """A Lightning callback that resets this process's peak resident set size when training starts
+    (``/proc/self/clear_refs``, Linux), after the models are loaded, so that ``peak()`` (``VmHWM``) is the peak of
+    the training steps alone, without loading's transient copies."""
+    import lightning as L
+
+    class TrainPeak(L.Callback):
+        start = float("nan")
+
+        def on_train_start(self, trainer: Any, module: Any) -> None:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.start = common.rss_gib()
+
+        def peak(self) -> float:
+            return _vm_hwm_gib()
+
+    return TrainPeak()
 
 
 def _build(cfg: SimpleNamespace, teacher_spec: Any, data: Any) -> Row:
