@@ -118,7 +118,7 @@ def _score_batch(loaded: LoadedModel, batch: list[dict[str, Any]], prompts: list
     start = time.perf_counter()
     with autocast:
         out = generate(loaded.model, prompts, sampling, eos_token_ids=eos_token_ids(loaded.tokenizer, loaded.model),
-                       pad_token_id=loaded.tokenizer.pad_token_id, generator=gens)
+                       pad_token_id=loaded.tokenizer.pad_token_id, generator=gens, decode=loaded.tokenizer.decode)
     seconds = time.perf_counter() - start
     lengths, truncated = out.lengths.tolist(), out.truncated.tolist()
     completions = decode_completions(loaded.tokenizer, out)
@@ -132,6 +132,15 @@ def _score_batch(loaded: LoadedModel, batch: list[dict[str, Any]], prompts: list
                      "verdict": verdict.status, "tokens": lengths[i], "truncated": bool(truncated[i]),
                      "seconds": seconds / len(completions)})
     return rows
+
+
+def code_stop_strings(data: EvalSet, style: PromptStyle) -> list[str]:
+    """Code tasks in completion style stop generating at the Codex stop sequences (``\\ndef``, ``\\nclass``, ...),
+    where the program is cut anyway; everything else stops at EOS only."""
+    from srlm_pl.verifiers.code_task import STOP_SEQUENCES, is_code_gold
+
+    code = bool(data.rows) and is_code_gold(data.rows[0]["answer"])
+    return list(STOP_SEQUENCES) if code and style.program_mode == "prompt_completion" else []
 
 
 def check_completions(golds: list[str], completions: list[str], cfg: EvalConfig,
@@ -179,7 +188,7 @@ def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, overwrite: bool = Fa
     ids = {pid: loaded.tokenizer(t, add_special_tokens=False)["input_ids"] for pid, t in texts.items()}
     todo.sort(key=lambda r: len(ids[r["id"]]))
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                              top_k=cfg.top_k, num_samples=cfg.n)
+                              top_k=cfg.top_k, num_samples=cfg.n, stop_strings=code_stop_strings(data, style))
     log.info("%s on %s: %d problems, %d already done, %d to do (prompt: %s)", loaded.description, data.source,
              len(data.rows), len(data.rows) - len(todo), len(todo), style.label)
     from tqdm.auto import tqdm

@@ -76,3 +76,14 @@ def test_harness_runs_code_sets_in_completion_style(tiny_dir: Path, tmp_path: Pa
         # the program that ran: prompt + completion (None when the completion is blank)
         assert r["extracted"] in (None, r["prompt"] + r["completion"].split("\ndef")[0].split("\nclass")[0]
                                   .split("\n#")[0].split("\nif")[0].split("\nprint")[0])
+
+
+def test_completion_style_stops_at_top_level_code_and_chat_style_at_eos() -> None:
+    from srlm_pl.evaluation.datasets import EvalSet
+    from srlm_pl.evaluation.harness import code_stop_strings
+
+    code = EvalSet("humaneval", "humaneval", _humaneval(1))
+    math = EvalSet("builtin", "builtin", [{"id": "0", "question": "What is 1 + 1?", "answer": "2"}])
+    assert code_stop_strings(code, resolve_style("auto", "humaneval")) == ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]
+    assert code_stop_strings(code, resolve_style("code_chat", "humaneval")) == []
+    assert code_stop_strings(math, resolve_style("plain", "builtin")) == []
