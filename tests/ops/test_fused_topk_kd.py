@@ -93,3 +93,20 @@ def test_dispatch(monkeypatch, grad, plain, path):
         ops.chunked_topk_kd_loss(hidden.requires_grad_(grad), call_head, targets, ids, lp, tail, alpha=0.0,
                                  vocab_size=V)
     assert calls == [path]
+
+
+def test_ignored_rows_with_a_tail_free_teacher_do_not_poison_the_reverse_kl_gradient():
+    """Reverse KL is infinite where the teacher's tail is 0 and the student's is not; on an ignored row that must
+    not turn the gradients into NaN (0 * inf): the kernel equals the generic path run on the valid rows only."""
+    hidden, head, targets, ids, lp, tail = _case(seed=5)
+    ignored = targets == -100
+    tail = torch.where(ignored, 0.0, tail)
+    kw = dict(alpha=0.0, temperature=1.0, divergence="jsd", beta=1.0, skew_alpha=0.1, chunk_size=8, vocab_size=V)
+    f_loss, _, f_gh, f_gw = _run(fused_topk_kd.fused_topk_kd_loss, hidden, head, targets, ids, lp, tail, **kw)
+    keep = ~ignored
+    g_loss, _, g_gh, g_gw = _run(topk.chunked_topk_kd_loss, hidden[keep], head, targets[keep], ids[keep], lp[keep],
+                                 tail[keep], **kw)
+    assert torch.isfinite(f_gw).all() and torch.isfinite(f_gh).all()
+    torch.testing.assert_close(f_loss, g_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(f_gh[keep], g_gh, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(f_gw, g_gw, rtol=1e-4, atol=1e-6)
