@@ -38,11 +38,12 @@ def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
 def kl_k2(logp: Tensor, other_logp: Tensor) -> Tensor:
     """The k2 estimator per token: ``0.5 * (logp - other_logp) ** 2`` on tokens sampled from the policy.
 
-    Its value estimates KL(pi || other) to second order; its gradient with the samples held fixed,
-    ``(logp - other_logp) * grad logp``, is an unbiased estimate of the gradient of the reverse KL
-    KL(pi || other) (the score-function term has mean 0), which k3's gradient is not (Tang & Munos, 2025, "On a
-    few pitfalls in KL divergence gradient estimation for RL"). KDRL (Xu et al., 2025) uses it for the
-    reverse KL to a teacher inside GRPO.
+    Its value estimates KL(pi || other) to second order; on tokens sampled from pi itself, its gradient with the
+    samples held fixed, ``(logp - other_logp) * grad logp``, is an unbiased estimate of the gradient of the
+    per-token reverse KL KL(pi || other) given the prefix (the score-function term has mean 0); k3's gradient
+    estimates the forward KL's instead (Tang & Munos, 2025, "On a few pitfalls in KL divergence gradient
+    estimation for RL"). Samples from an older policy (mu > 1, later minibatches) carry no importance weight
+    here. KDRL (Xu et al., 2025) uses k2 for the reverse KL to a teacher inside GRPO.
     """
     return 0.5 * (logp - other_logp) ** 2
 
@@ -66,12 +67,19 @@ def importance_log_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor, level: Im
 
 def entropy_threshold(entropies: Tensor, quantile: float) -> Tensor:
     """The entropy above which a token is among the top ``quantile`` fraction of ``entropies`` (1-D, the
-    completion tokens that count): their ``1 - quantile`` quantile (linear interpolation, as ``torch.quantile``)."""
+    completion tokens that count; NaN entries, e.g. padding from a gather, are ignored): their ``1 - quantile``
+    quantile, linearly interpolated as ``torch.quantile`` does, by sorting (``torch.quantile`` refuses more than
+    2**24 values)."""
     if not 0.0 < quantile <= 1.0:
         raise ValueError(f"top_entropy_quantile must be in (0, 1], got {quantile}")
-    if entropies.numel() == 0:
+    values = entropies.detach().float().flatten()
+    values = values[~torch.isnan(values)].sort().values
+    if values.numel() == 0:
         return torch.zeros((), dtype=torch.float32, device=entropies.device)
-    return torch.quantile(entropies.detach().float(), 1.0 - quantile)
+    position = (1.0 - quantile) * (values.numel() - 1)
+    low = int(position)
+    high = min(low + 1, values.numel() - 1)
+    return values[low] + (position - low) * (values[high] - values[low])
 
 
 def entropy_quantile_mask(entropy: Tensor, mask: Tensor, quantile: float, *,

@@ -4,11 +4,12 @@ Each training step (one batch of prompts):
 
 1. generate ``num_generations`` (G) completions per prompt (KV cache, seeded sampling);
 2. score them with the reward functions (weighted sum; a failing function falls back and is counted);
-3. drop groups whose rewards have zero variance (they carry no gradient) and, with
+3. drop groups whose rewards have zero variance (without a teacher term they carry no gradient) and, with
    ``dynamic_sampling``, refill from fresh prompts up to ``max_refill_rounds`` times (DAPO);
 4. compute group advantages (``advantage``: group std, mean-only as in Dr. GRPO, batch std, RLOO's
-   leave-one-out baseline or REINFORCE++-baseline);
-5. store old log-probs (only when ``mu > 1``), reference log-probs (only when ``beta > 0``) and teacher
+   leave-one-out baseline or REINFORCE++-baseline; the batch modes over the kept groups of every process);
+5. store old log-probs (only when the policy moves before the last minibatch: ``mu > 1`` or
+   ``num_minibatches > 1``), reference log-probs (only when ``beta > 0``) and teacher
    log-probs (only with a ``teacher``) in the rollout buffer;
 6. take ``mu`` passes over the buffer in ``num_minibatches`` shuffled minibatches, one optimizer step each,
    with the clipped policy loss (``eps_low``/``eps_high``: clip-higher; per token, or GSPO's per-sequence
@@ -46,6 +47,7 @@ from srlm_pl.losses import (
     Aggregation,
     ImportanceLevel,
     entropy_quantile_mask,
+    entropy_threshold,
     grpo_policy_loss,
 )
 from srlm_pl.models.forward import eos_token_ids
@@ -61,7 +63,7 @@ from srlm_pl.rl.rollout import (
     group_advantages,
     zero_variance_groups,
 )
-from srlm_pl.rl.scoring import RewardFn, Scores, score
+from srlm_pl.rl.scoring import RewardFn, reward_stats, score
 
 
 class GRPOModule(PostTrainingModule):
@@ -118,8 +120,10 @@ class GRPOModule(PostTrainingModule):
             top_p: nucleus sampling threshold (1 disables it).
             top_k: top-k sampling (0 disables it).
             stop_strings: extra strings that end a completion (EOS always does).
-            mu: passes over each batch of rollouts (GRPO's μ); old log-probs are stored only when mu > 1.
-            num_minibatches: optimizer steps per pass (the rollouts are split into this many minibatches).
+            mu: passes over each batch of rollouts (GRPO's μ).
+            num_minibatches: optimizer steps per pass (the rollouts are split into this many minibatches), at most
+                ``num_generations`` (every process must have a row for each). Old log-probs are stored, and the
+                ratio corrects for the policy's steps since sampling, only when mu > 1 or num_minibatches > 1.
             beta: KL penalty weight to the reference (k3 estimator); 0 loads no reference model.
             reference: reference model when ``beta > 0`` (default: the policy's starting weights; with
                 LoRA, the base model with adapters disabled).
@@ -127,8 +131,8 @@ class GRPOModule(PostTrainingModule):
                 GGUF; ``dtype``/``quantization`` shrink it); its log-probs of the sampled tokens are computed once
                 per rollout. Held out of checkpoints, sharded like the policy under FSDP2.
             teacher_kl_coef: weight of the per-token reverse KL to the teacher on the policy's own samples (k2
-                estimator, whose gradient is the reverse-KL gradient); needs ``teacher``; 0 with a teacher only
-                logs ``train/teacher_kl``.
+                estimator: on-policy, its gradient is that of the per-token reverse KL given the prefix); needs
+                ``teacher``; 0 with a teacher only logs ``train/teacher_kl``.
             eps_low: lower clip range of the probability ratio.
             eps_high: upper clip range (DAPO's clip-higher uses 0.28; GSPO uses about 3e-4 / 4e-4).
             importance_sampling_level: ``token`` (GRPO/PPO ratio per token) or ``sequence`` (GSPO: one
@@ -143,9 +147,10 @@ class GRPOModule(PostTrainingModule):
             dynamic_sampling: replace zero-variance groups with groups from fresh prompts (DAPO).
             max_refill_rounds: at most this many extra generation rounds per step for dynamic sampling.
             drop_zero_variance: leave groups whose rewards are all equal out of the loss (their advantages are
-                0; keeping them only adds tokens to the normaliser, and with ``beta > 0`` their KL term).
-            skip_zero_gradient_steps: skip (and count) a step in which no group has reward variance and
-                ``beta == 0``: its gradient is exactly zero. ``false`` trains anyway, as TRL does.
+                0; keeping them only adds tokens to the normaliser, and with ``beta > 0`` their KL term). With
+                ``teacher_kl_coef > 0`` they are always kept (and not refilled): the teacher term trains on them.
+            skip_zero_gradient_steps: skip (and count) a step in which no group has reward variance, ``beta ==
+                0`` and ``teacher_kl_coef == 0``: its gradient is exactly zero. ``false`` trains anyway, as TRL does.
             mask_truncated: exclude completions that hit ``max_new_tokens`` from the loss.
             entropy_coef: weight of an entropy bonus (0: entropy is only logged).
             reward_fallback: reward given to a sample whose reward function raised or returned NaN.
@@ -163,7 +168,10 @@ class GRPOModule(PostTrainingModule):
         super().__init__(policy, optimizer, scheduler, val_generation, loss_chunk_size)
         self.automatic_optimization = False
         checks = [(num_generations >= 2, "num_generations must be >= 2 (a group needs two samples)"),
-                  (mu >= 1, "mu must be >= 1"), (num_minibatches >= 1, "num_minibatches must be >= 1"),
+                  (mu >= 1, "mu must be >= 1"),
+                  (1 <= num_minibatches <= num_generations,
+                   f"num_minibatches must be in [1, num_generations={num_generations}], got {num_minibatches} "
+                   "(a process may hold a single group of num_generations rows)"),
                   (0.0 <= beta, "beta must be >= 0"), (eps_low >= 0 and eps_high >= 0, "eps must be >= 0"),
                   (temperature > 0, "temperature must be > 0 for GRPO sampling"),
                   (loss_aggregation in AGGREGATIONS, f"loss_aggregation must be one of {AGGREGATIONS}"),
@@ -274,7 +282,8 @@ class GRPOModule(PostTrainingModule):
             if first:
                 stats.update(part_stats)  # reward/length statistics describe the batch's own prompts
                 first = False
-            keep = ~part["zero_var"] if self.drop_zero_variance else torch.ones_like(part["zero_var"])
+            drop = self.drop_zero_variance and self.teacher_kl_coef == 0  # the teacher term trains on any group
+            keep = ~part["zero_var"] if drop else torch.ones_like(part["zero_var"])
             parts.append(part["rollout"].select(keep.repeat_interleave(self.group_size)))
             have = sum(p.num_rows for p in parts) // self.group_size
             if not self.dynamic_sampling or have >= target_groups or rounds >= self.max_refill_rounds:
@@ -285,8 +294,10 @@ class GRPOModule(PostTrainingModule):
         rollout = Rollout.cat(parts, pad_token_id=self.tokenizer.pad_token_id, renumber_groups=True)
         if rollout.num_rows > target_groups * self.group_size:
             rollout = rollout.select(slice(0, target_groups * self.group_size))
+        rollout = self.batch_normalised(rollout)
         has_tokens = rollout.num_rows > 0 and bool(rollout.completion_mask.any())
-        has_signal = has_tokens and (self.beta > 0 or bool((rollout.advantages != 0).any()))
+        gradient_without_rewards = self.beta > 0 or self.teacher_kl_coef > 0
+        has_signal = has_tokens and (gradient_without_rewards or bool((rollout.advantages != 0).any()))
         if not self.any_rank(has_signal if self.skip_zero_gradient_steps else has_tokens):
             return None, stats  # skipped and counted: no rank has a gradient to follow
         if not has_tokens:  # other ranks train this step: join with a fully masked group (zero gradient, no tokens)
@@ -320,7 +331,7 @@ class GRPOModule(PostTrainingModule):
         prompt_texts = [self.tokenizer.decode(p) for p in prompts for _ in range(self.group_size)]
         self.last_samples = {"prompts": prompt_texts, "completions": texts, "golds": repeated_golds,
                              "rewards": rewards.tolist()}
-        stats = {"time/generation_s": t1 - t0, "time/scoring_s": t2 - t1, **self.reward_stats(scores),
+        stats = {"time/generation_s": t1 - t0, "time/scoring_s": t2 - t1, **reward_stats(scores),
                  "train/zero_variance_frac": zero_var.float().mean().item(),
                  "completion/len_mean": out.lengths.float().mean().item(),
                  "completion/len_max": out.lengths.max().item(),
@@ -332,7 +343,7 @@ class GRPOModule(PostTrainingModule):
         """Old log-probs (μ > 1), reference log-probs (β > 0) and teacher log-probs, computed once per rollout."""
         old = ref = teacher = None
         with torch.no_grad():
-            if self.mu > 1:
+            if self.mu > 1 or self.num_minibatches > 1:  # the policy moves before the last minibatch
                 old = self.logprobs(self.model, rollout)[0]
             if self.beta > 0:
                 if self._reference:
@@ -376,20 +387,36 @@ class GRPOModule(PostTrainingModule):
         return {f"train/{k}": v / steps for k, v in sums.items()}
 
     # -- helpers ---------------------------------------------------------------------------------------
+    def batch_normalised(self, rollout: Rollout) -> Rollout:
+        """For ``batch_std`` and ``reinforce_pp``: advantages recomputed over the groups kept for training on every
+        process (not per process or generation round, and without the dropped zero-variance groups), the std
+        from global sums (Bessel-corrected, as ``group_advantages``). Other modes are returned unchanged."""
+        if self.advantage not in ("batch_std", "reinforce_pp"):
+            return rollout
+        grouped = rollout.rewards.double().view(-1, self.group_size)  # [groups, G]
+        centred = grouped - grouped.mean(-1, keepdim=True)
+        values = centred if self.advantage == "reinforce_pp" else grouped
+        stats = torch.stack([values.sum(), values.pow(2).sum(), torch.tensor(float(values.numel()),
+                                                                               dtype=torch.float64)])
+        total, squares, n = (float(v) for v in self.global_sum(stats.to(self.device)))
+        std = max((squares - total * total / n) / (n - 1), 0.0) ** 0.5 if n > 1 else 0.0
+        adv = (centred / (std + 1e-4)).float().masked_fill(zero_variance_groups(rollout.rewards, self.group_size)
+                                                          [:, None], 0.0)
+        return rollout._replace(advantages=adv.reshape(-1).to(rollout.advantages.device))
+
     def entropy_mask(self, entropy: Tensor, mask: Tensor) -> Tensor | None:
         """The top ``top_entropy_quantile`` of the minibatch's completion tokens by entropy (``None`` at 1.0);
         the threshold is the quantile over every process's tokens (gathered, NaN-padded to equal length)."""
         if self.top_entropy_quantile >= 1.0:
             return None
         values = entropy.detach()[mask.bool()].float()
-        q = 1.0 - self.top_entropy_quantile
         if self.trainer.world_size > 1:
             longest = int(self.trainer.strategy.reduce(torch.tensor(float(values.numel()), device=self.device),
                                                        reduce_op="max"))
             padded = torch.full((longest,), float("nan"), device=self.device)
             padded[: values.numel()] = values
             values = self.all_gather(padded).flatten()
-        threshold = torch.nanquantile(values, q) if values.numel() else values.new_zeros(())
+        threshold = entropy_threshold(values, self.top_entropy_quantile)
         return entropy_quantile_mask(entropy, mask, self.top_entropy_quantile, threshold=threshold)
 
     def logprobs(self, model: torch.nn.Module, r: Rollout, with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
@@ -451,16 +478,6 @@ class GRPOModule(PostTrainingModule):
         gen = self.rng("refill", f"{self.trainer.global_rank}|{round_}")
         prompts, golds, ids = self.trainer.datamodule.sample_prompts(n, gen)
         return prompts, golds, [f"refill|{i}" for i in ids]
-
-    def reward_stats(self, scores: Scores) -> dict[str, float]:
-        out = {"reward/mean": scores.total.mean().item(), "reward/std": scores.total.std().item()}
-        for name, values in scores.per_function.items():
-            out[f"reward/{name}_mean"] = values.mean().item()
-            out[f"reward/{name}_std"] = values.std().item()
-            out[f"reward/{name}_fallbacks"] = float(scores.fallbacks[name])
-            if name == "accuracy":
-                out["train/accuracy"] = values.mean().item()
-        return out
 
     # -- validation, checkpointing -----------------------------------------------------------------------
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:

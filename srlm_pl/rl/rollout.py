@@ -12,8 +12,9 @@ Advantages (``group_advantages``) follow TRL's ``GRPOTrainer`` ``scale_rewards``
   then the centred values are normalised over the whole batch, ``c / (std of all N centred values + eps)``
   (verl ``adv_estimator: reinforce_plus_plus_baseline``, OpenRLHF ``reinforce_baseline``). verl whitens per
   token (a length-weighted mean and std, and it subtracts that mean); here the batch is N sequences, whose
-  centred values already have mean 0, so only the std is divided out. The batch is one generation round
-  (a dynamic-sampling refill is normalised on its own).
+  centred values already have mean 0, so only the std is divided out. This function normalises over the rewards
+  it is given; ``GRPOModule`` recomputes ``batch_std`` and ``reinforce_pp`` over the groups kept for training on
+  every process (after dropping zero-variance groups, across refills).
 
 The std is the *sample* (Bessel-corrected, ``unbiased=True``) standard deviation by default, like TRL's
 ``torch.std``; pass ``unbiased=False`` for the population std. Groups whose rewards are all identical get

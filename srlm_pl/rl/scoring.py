@@ -59,3 +59,16 @@ def score(completions: Sequence[str], golds: Sequence[str], functions: Sequence[
         out.fallbacks[name] = bad
     out.total = weighted_sum(columns, weights, out.total)
     return out
+
+
+def reward_stats(scores: Scores) -> dict[str, float]:
+    """The logged reward statistics of a batch: the weighted total's and each function's mean and std, each
+    function's fallback count, and ``train/accuracy`` when a function is named ``accuracy``."""
+    out = {"reward/mean": scores.total.mean().item(), "reward/std": scores.total.std().item()}
+    for name, values in scores.per_function.items():
+        out[f"reward/{name}_mean"] = values.mean().item()
+        out[f"reward/{name}_std"] = values.std().item()
+        out[f"reward/{name}_fallbacks"] = float(scores.fallbacks[name])
+        if name == "accuracy":
+            out["train/accuracy"] = values.mean().item()
+    return out

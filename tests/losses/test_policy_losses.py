@@ -153,6 +153,8 @@ def test_k2_gradient_on_policy_samples_estimates_the_reverse_kl_gradient():
     teacher_log = torch.log_softmax(torch.tensor([-1.0, 2.0, -0.5, -1.0, 1.8], dtype=torch.float64), -1)
     log_pi = torch.log_softmax(theta, -1)
     (exact,) = torch.autograd.grad((log_pi.exp() * (log_pi - teacher_log)).sum(), theta)
+    log_pi = torch.log_softmax(theta, -1)
+    (forward,) = torch.autograd.grad((teacher_log.exp() * (teacher_log - log_pi)).sum(), theta)  # KL(teacher || pi)
     samples = torch.multinomial(log_pi.detach().exp(), 400_000, replacement=True, generator=g)
     log_pi = torch.log_softmax(theta, -1)
     (k2_grad,) = torch.autograd.grad(kl_k2(log_pi[samples], teacher_log[samples]).mean(), theta)
@@ -161,4 +163,5 @@ def test_k2_gradient_on_policy_samples_estimates_the_reverse_kl_gradient():
     scale = exact.norm().item()
     assert (k2_grad - exact).norm().item() < 0.02 * scale
     assert (k3_grad - exact).norm().item() > 0.2 * scale
+    assert (k3_grad - forward).norm().item() < 0.02 * forward.norm().item()  # k3's gradient: the forward KL's
     assert math.isfinite(scale) and scale > 0.1

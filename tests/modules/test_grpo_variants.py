@@ -9,19 +9,22 @@ from typing import Any
 import pytest
 import torch
 
-from cli_utils import fit, grpo_config, logged
-from grpo_spy import VARIED, GRPOSpy
+from cli_utils import edit_config, fit, grpo_config, logged
+from grpo_spy import VARIED, G, GRPOSpy, reference_advantages
 from srlm_pl.kd.teacher import VocabularyMismatchError
 from srlm_pl.models.loading import ModelSpec
 from srlm_pl.modules.grpo import GRPOModule
 from srlm_pl.rl.logprobs import completion_logprobs
+from srlm_pl.rl.rollout import Rollout, group_advantages
 
 
 def reference_loss(call: dict[str, Any], *, level: str = "token", quantile: float = 1.0,
-                   teacher_kl_coef: float = 0.0) -> float:
-    """float64 objective of one recorded call: 'dapo' over the call's num_global_tokens, eps 0.2, no KL to a
-    reference; GSPO's per-sequence ratio when ``level == 'sequence'``; the policy term only on the top
-    ``quantile`` of the masked tokens by the recorded entropy; plus ``teacher_kl_coef`` x k2 to the teacher."""
+                   teacher_kl_coef: float = 0.0, eps: tuple[float, float] = (0.2, 0.2),
+                   aggregation: str = "dapo") -> float:
+    """float64 objective of one recorded call, no KL to a reference: clip range ``eps`` (low, high); GSPO's
+    per-sequence ratio when ``level == 'sequence'``; the policy term only on the top ``quantile`` of the masked
+    tokens by the recorded entropy; plus ``teacher_kl_coef`` x k2 to the teacher; 'dapo' over the call's
+    num_global_tokens or 'grpo' (mean of the sequences' token means)."""
     logp, m = call["logp"].double(), call["mask"].bool()
     old = logp if call["old_logp"] is None else call["old_logp"].double()
     adv = call["advantages"].double()[:, None]
@@ -29,13 +32,16 @@ def reference_loss(call: dict[str, Any], *, level: str = "token", quantile: floa
     if level == "sequence":
         log_ratio = (torch.where(m, log_ratio, 0.0).sum(-1, keepdim=True) / m.sum(-1, keepdim=True).clamp(min=1))
     ratio = log_ratio.exp()
-    per_token = -torch.minimum(ratio * adv, ratio.clamp(0.8, 1.2) * adv).expand_as(logp)
+    per_token = -torch.minimum(ratio * adv, ratio.clamp(1 - eps[0], 1 + eps[1]) * adv).expand_as(logp)
     if quantile < 1.0:
         ent = call["entropy"].double()
         per_token = per_token * (ent >= torch.quantile(ent[m], 1.0 - quantile))
     if teacher_kl_coef:
         per_token = per_token + teacher_kl_coef * 0.5 * (logp - call["teacher_logp"].double()) ** 2
-    return float(torch.where(m, per_token, 0.0).sum() / float(call["num_global_tokens"]))
+    masked = torch.where(m, per_token, 0.0)
+    if aggregation == "grpo":
+        return float((masked.sum(-1) / m.sum(-1).clamp(min=1)).mean())
+    return float(masked.sum() / float(call["num_global_tokens"]))
 
 
 @pytest.mark.parametrize("level", ["token", "sequence"])
@@ -52,6 +58,23 @@ def test_importance_sampling_level_reaches_the_loss(tmp_path, monkeypatch, level
     other = "token" if level == "sequence" else "sequence"
     second = calls[1]
     assert abs(reference_loss(second, level=other) - reference_loss(second, level=level)) > 1e-4
+
+
+def test_the_gspo_overlay_settings_correct_the_second_minibatch(tmp_path, monkeypatch) -> None:
+    """configs/variants/grpo_gspo.yaml's settings (mu 1, two minibatches, sequence ratio, eps 3e-4 / 4e-4): the old
+    log-probs are stored, so the second minibatch, drawn after an optimizer step, sees ratios away from 1 and
+    clips them."""
+    spy = GRPOSpy(monkeypatch)
+    settings = {"importance_sampling_level": "sequence", "eps_low": 3e-4, "eps_high": 4e-4,
+                "loss_aggregation": "grpo", "num_minibatches": 2}
+    fit(grpo_config(tmp_path, max_steps=2, **settings, **VARIED))
+    (batch,) = spy.trained
+    first, second = batch["losses"]
+    assert first["old_logp"] is not None and second["old_logp"] is not None
+    assert first["metrics"]["clip_frac"] == 0.0 and second["metrics"]["clip_frac"] > 0.1
+    for call in (first, second):
+        expected = reference_loss(call, level="sequence", eps=(3e-4, 4e-4), aggregation="grpo")
+        assert call["loss"] == pytest.approx(expected, rel=1e-5, abs=1e-7)
 
 
 def test_top_entropy_quantile_trains_on_the_high_entropy_tokens_only(tmp_path, monkeypatch) -> None:
@@ -124,3 +147,59 @@ def test_a_teacher_with_another_vocabulary_is_refused(tmp_path, teacher_dir) -> 
     module = GRPOModule(policy=ModelSpec(str(teacher_dir)), teacher=ModelSpec(str(other)), teacher_kl_coef=0.1)
     with pytest.raises(VocabularyMismatchError, match="token ids differ"):
         module.configure_model()
+
+
+def test_the_teacher_term_trains_groups_without_reward_variance(tmp_path, monkeypatch, teacher_dir) -> None:
+    """With a constant reward every group has zero variance; with a teacher term they are kept (not dropped, the
+    step not skipped) and the loss is the teacher term alone."""
+    spy = GRPOSpy(monkeypatch)
+    cfg = grpo_config(tmp_path, max_steps=1, teacher_kl_coef=0.5, teacher={"name_or_path": str(teacher_dir)},
+                      policy={"name_or_path": str(teacher_dir), "layer_stride": 2},
+                      rewards=[{"class_path": "reward_fns.Constant"}], dynamic_sampling=True)
+    cli = fit(edit_config(cfg, lambda c: c["trainer"].update(max_epochs=1, limit_train_batches=2)))  # ends if skipped
+    assert cli.trainer.global_step == 1 and cli.model.skipped_steps == 0
+    (batch,) = spy.trained
+    assert batch["rollout"].num_rows == 4 * G and not batch["refills"]  # kept, and nothing refilled
+    (call,) = batch["losses"]
+    assert torch.equal(call["advantages"], torch.zeros_like(call["advantages"]))
+    assert call["loss"] > 0 and call["loss"] == pytest.approx(reference_loss(call, teacher_kl_coef=0.5), rel=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["batch_std", "reinforce_pp"])
+def test_batch_advantages_are_taken_over_the_kept_groups(tmp_path, monkeypatch, mode: str) -> None:
+    """Zero-variance groups are dropped before the batch std is taken (as verl's DAPO filter does): the stored
+    advantages are the float64 ``mode`` advantages of the kept rewards alone."""
+    spy = GRPOSpy(monkeypatch)
+    fit(grpo_config(tmp_path, max_steps=1, advantage=mode, max_new_tokens=4,
+                    rewards=[{"class_path": "reward_fns.AlternateIfGoldEven"}]))
+    (batch,) = spy.trained
+    stored = batch["rollout"]
+    assert 0 < stored.num_rows < 4 * G  # some groups were dropped, some kept
+    assert stored.advantages.tolist() == pytest.approx(reference_advantages(stored.rewards, mode), rel=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["batch_std", "reinforce_pp"])
+def test_batch_advantages_are_taken_over_every_process(monkeypatch, mode: str) -> None:
+    """Two processes' kept groups: each process's advantages are its rows of the advantages of both processes'
+    rewards together (the std comes from summed statistics), not of its own rewards."""
+    rewards = {0: torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0]),
+               1: torch.tensor([3.0, 0.0, 1.0, 0.0, 2.0, 2.0, 2.0, 0.0, 5.0, 1.0, 1.0, 1.0])}
+    module = GRPOModule(policy=ModelSpec("tiny"), num_generations=4, advantage=mode)
+    sums: dict[int, torch.Tensor] = {}
+
+    def rollout(r: torch.Tensor) -> Rollout:
+        n = r.numel()
+        ids = torch.ones(n, 2, dtype=torch.long)
+        return Rollout(ids, ids, ids, ids, r, torch.zeros(n), torch.arange(n) // 4)
+
+    for rank, other in ((1, None), (0, 1)):  # rank 1 first, to record its statistics
+        def global_sum(value, rank=rank, other=other):  # noqa: ANN001, ANN202
+            sums[rank] = value.detach().clone()
+            return value.float() + (sums[other].float() if other is not None else 0.0)
+
+        monkeypatch.setattr(module, "global_sum", global_sum)
+        got = module.batch_normalised(rollout(rewards[rank])).advantages
+    expected = group_advantages(torch.cat([rewards[0], rewards[1]]), 4, mode)[:8]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    alone = group_advantages(rewards[0], 4, mode)
+    assert not torch.allclose(got, alone, atol=1e-3)  # one process's std alone gives other values
