@@ -21,10 +21,10 @@ WRONG = "    return None\n"
 CORRECT = (4, 2, 1, 0)  # canonical samples per problem, of n = 4
 
 
-def _humaneval(n: int) -> list[dict]:
+def _humaneval(n: int, path: str = "humaneval") -> list[dict]:
     from srlm_pl.data.sources import DataSource, load_rows
 
-    rows, _ = load_rows(DataSource(path="humaneval", limit=n), need=("question", "solution", "answer"))
+    rows, _ = load_rows(DataSource(path=path, limit=n), need=("question", "solution", "answer"))
     return rows
 
 
@@ -38,8 +38,9 @@ def _summary(rows: list[dict], completions: list[list[str]], mode: str) -> dict:
     return summarize(problems, [1, 2, 4], data_report={}, info={})
 
 
-def test_pass_at_k_on_humaneval_from_fixed_completions() -> None:
-    rows = _humaneval(4)
+@pytest.mark.parametrize("dataset", ["humaneval", "builtin_code"])
+def test_pass_at_k_from_fixed_completions(dataset: str) -> None:
+    rows = _humaneval(4, dataset)
     completions = [[r["solution"]] * c + [WRONG] * (4 - c) for r, c in zip(rows, CORRECT, strict=True)]
     s = _summary(rows, completions, "prompt_completion")
     assert s["counts"]["correct"] == sum(CORRECT) and s["counts"]["incorrect"] == 16 - sum(CORRECT)
