@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -43,19 +42,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     return p.parse_args(argv), extra
 
 
-def teacher_record(spec: Any) -> dict[str, Any]:
-    """The teacher's spec as written in the manifest (what produced the numbers)."""
-    keep = ("name_or_path", "gguf_file", "tokenizer", "dtype", "quantization", "layer_stride", "num_layers",
-            "revision")
-    record = {k: v for k, v in asdict(spec).items() if k in keep}
-    config = Path(spec.name_or_path) / "config.json"
-    if config.is_file():
-        import hashlib
-
-        record["config_sha256"] = hashlib.sha256(config.read_bytes()).hexdigest()
-    return record
-
-
 def build(config: str, extra: list[str], *, out: str | None, k: int, splits: tuple[str, ...],
           logprob_dtype: str = "float16", batch_size: int = 8, shard_tokens: int = 1 << 20,
           device: str = "auto") -> Any:
@@ -64,6 +50,7 @@ def build(config: str, extra: list[str], *, out: str | None, k: int, splits: tup
 
     from srlm_pl.cli import main
     from srlm_pl.kd.teacher import check_vocabulary, head_rows, load_teacher
+    from srlm_pl.kd.topk_store import teacher_record
     from srlm_pl.kd.topk_writer import write_store
 
     cli = main(["--config", config, *extra], run=False)

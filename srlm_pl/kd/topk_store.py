@@ -1,26 +1,35 @@
 """On-disk store of a teacher's top-k next-token log-probs per completion token (offline KD): format, write,
 read, validate.
 
-Layout of a store folder (format ``srlm_pl.topk_teacher_logits``, ``format_version`` 1)::
+Layout of a store folder (format ``srlm_pl.topk_teacher_logits``, ``format_version`` 2)::
 
     manifest.json                 the key (below), per split: data fingerprint, shard list, token counts
     train-00000.safetensors ...   one or more shards per split
 
 Each shard holds, for its examples in order: ``ids`` int32 ``[T, k]`` (the teacher's top-k token ids, most
 likely first), ``logprobs`` ``[T, k]`` (their log-probs at the store's temperature; float16 by default, float32 on
-request), ``tail`` float32 ``[T]`` (the teacher's probability of every token outside the top-k, from the full
-logits), ``targets`` int32 ``[T]`` (the completion token each row predicts, to verify a batch against) and
+request), ``tail_log`` float32 ``[T]`` (the log of the teacher's probability of every token outside the top-k:
+``logsumexp`` of those logits minus the full ``logsumexp``, so it never underflows; ``-inf`` only when k = V),
+``targets`` int32 ``[T]`` (the completion token each row predicts, to verify a batch against) and
 ``offsets`` int64 ``[E + 1]`` (example ``e`` owns rows ``offsets[e]:offsets[e+1]``); the shard's metadata lists
 the example ids. ``T`` counts completion tokens only (the positions ``DistillModule`` trains on).
 
 Why float16 log-probs: they are the bulk of the store (k values per token) and float16 halves them versus
 float32; its relative spacing is 2**-11, so a log-prob in [-16, 0) is off by at most 2**-7 in absolute terms,
 i.e. the probability by under 1% for tokens below e**-8 and under 0.05% for the likely ones (|log p| < 1),
-far below the noise of training on a different batch. The tail is computed from float32 logits and kept in
-float32 (one value per token), so small tails stay exact. ``float32`` makes the stored rows bit-equal to a
-float32 recomputation (used by the tests).
+far below the noise of training on a different batch. The tail's log-mass is computed from the teacher's logits
+up-cast to float32 (a bfloat16 teacher's logits carry bfloat16 rounding: about 3 significant digits) and kept in
+float32 (one value per token), so a tail of any size, however small, is kept to float32 precision of its log
+(not exactly). Float16 log-probs plus the tail do not sum exactly to 1 (the float16 rounding above; the loss
+does not renormalise them). ``float32`` makes the stored rows bit-equal to a float32 recomputation (used by the
+tests).
 
-The key is (teacher, tokenizer, data, template, k, temperature): the teacher's spec, sha256 fingerprints of the
+Version 2 (this one) stores the tail's log-mass (version 1 stored the mass itself, which underflowed to 0 far
+below the normaliser) and the teacher's full record (``teacher_record``: its settings, config and weights
+fingerprints); a version-1 store is refused with the command that rebuilds it.
+
+The key is (teacher, tokenizer, data, template, k, temperature): the teacher's record (``teacher_record``),
+sha256 fingerprints of the
 tokenizer's vocabulary and special ids, of each split's rows (id, question, solution, answer, after the
 length policy) and of the prompt template (plus the chat template), and k. ``TopKStore`` checks a training
 run's tokenizer, data and template against it and refuses a mismatch with an error naming both sides; every
@@ -40,7 +49,7 @@ import torch
 from torch import Tensor
 
 FORMAT = "srlm_pl.topk_teacher_logits"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 LOGPROB_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 ROW_FIELDS = ("id", "question", "solution", "answer")
@@ -85,6 +94,52 @@ def template_fingerprint(template: Any, tokenizer: Any) -> dict[str, Any]:
                                               "chat": getattr(tokenizer, "chat_template", None) or ""})}
 
 
+TEACHER_FIELDS = ("name_or_path", "gguf_file", "tokenizer", "dtype", "quantization", "layer_stride", "num_layers",
+                  "revision")
+
+
+def _local(path: str | None) -> str | None:
+    """A path that exists locally, resolved (the same folder given relatively or absolutely compares equal)."""
+    return str(Path(path).resolve()) if path and Path(path).exists() else path
+
+
+def weights_fingerprint(name_or_path: str, revision: str | None = None) -> dict[str, Any]:
+    """What identifies the teacher's weights: for a local folder a sha256 over its ``*.safetensors`` files (else its
+    ``*.bin`` / ``*.gguf`` files; names and contents, read in 1 MiB chunks), ``weights_sha256``; for a hub id the
+    commit of the locally cached snapshot of ``revision`` (``hub_commit``, looked up offline; ``None`` when it is
+    not cached, in which case retrained weights under the same id and revision are not detected)."""
+    folder = Path(name_or_path)
+    if folder.is_dir():
+        files = (sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin")) or sorted(folder.glob("*.gguf")))
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.name.encode() + b"\0")
+            with f.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    h.update(chunk)
+        return {"weights_sha256": h.hexdigest() if files else None}
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name_or_path, "config.json", revision=revision)
+    except Exception:  # noqa: BLE001 -- not a hub id (e.g. the tiny preset): nothing to record
+        cached = None
+    return {"hub_commit": Path(cached).parent.name if isinstance(cached, str) else None}
+
+
+def teacher_record(spec: Any) -> dict[str, Any]:
+    """The teacher's record in the manifest: the ``ModelSpec`` fields that change its numbers (``TEACHER_FIELDS``;
+    local paths resolved), a sha256 of its ``config.json`` (local folders) and ``weights_fingerprint``. Both the
+    store writer and ``DistillModule`` build it with this function, so a configured teacher is compared field by
+    field."""
+    record = {k: getattr(spec, k, None) for k in TEACHER_FIELDS}
+    record["name_or_path"], record["tokenizer"] = _local(record["name_or_path"]), _local(record["tokenizer"])
+    config = Path(spec.name_or_path) / "config.json"
+    record["config_sha256"] = hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else None
+    record.update(weights_fingerprint(spec.name_or_path, getattr(spec, "revision", None)))
+    return record
+
+
 # ------------------------------------------------------------------------------------------------ writing
 @dataclass
 class StoreKey:
@@ -110,27 +165,28 @@ class ShardWriter:
         self._reset()
 
     def _reset(self) -> None:
-        self.parts: dict[str, list[Tensor]] = {"ids": [], "logprobs": [], "tail": [], "targets": []}
+        self.parts: dict[str, list[Tensor]] = {"ids": [], "logprobs": [], "tail_log": [], "targets": []}
         self.example_ids: list[str] = []
         self.lengths: list[int] = []
 
-    def add(self, example_id: str, targets: Tensor, ids: Tensor, logprobs: Tensor, tail: Tensor) -> None:
-        """One example's completion rows: ``targets [n]``, ``ids [n, k]``, ``logprobs [n, k]``, ``tail [n]``."""
+    def add(self, example_id: str, targets: Tensor, ids: Tensor, logprobs: Tensor, tail_log: Tensor) -> None:
+        """One example's completion rows: ``targets [n]``, ``ids [n, k]``, ``logprobs [n, k]``, ``tail_log [n]``."""
         example_id = str(example_id)
         if example_id in self.seen:
             raise ValueError(f"data split {self.split!r}: example id {example_id!r} occurs twice; the store matches "
                              "rows to batches by id, so ids must be unique (set the data source's id_field)")
         n, k = ids.shape
-        if k != self.key.k or logprobs.shape != ids.shape or targets.shape != (n,) or tail.shape != (n,):
-            raise ValueError(f"example {example_id!r}: expected [n, {self.key.k}] ids/logprobs and [n] targets/tail, "
+        if k != self.key.k or logprobs.shape != ids.shape or targets.shape != (n,) or tail_log.shape != (n,):
+            raise ValueError(f"example {example_id!r}: expected [n, {self.key.k}] ids/logprobs and [n] "
+                             "targets/tail_log, "
                              f"got {tuple(ids.shape)}, {tuple(logprobs.shape)}, {tuple(targets.shape)}, "
-                             f"{tuple(tail.shape)}")
+                             f"{tuple(tail_log.shape)}")
         self.seen.add(example_id)
         self.example_ids.append(example_id)
         self.lengths.append(n)
         self.parts["ids"].append(ids.to("cpu", torch.int32))
         self.parts["logprobs"].append(logprobs.to("cpu", LOGPROB_DTYPES[self.key.logprob_dtype]))
-        self.parts["tail"].append(tail.to("cpu", torch.float32))
+        self.parts["tail_log"].append(tail_log.to("cpu", torch.float32))
         self.parts["targets"].append(targets.to("cpu", torch.int32))
         if sum(self.lengths) >= self.shard_tokens:
             self.flush()
@@ -189,8 +245,10 @@ class TopKStore:
         fmt, version = self.manifest.get("format"), self.manifest.get("format_version")
         if fmt != FORMAT or version != FORMAT_VERSION:
             raise StoreMismatchError(f"{where}: {manifest} is format {fmt!r} version {version!r}; this srlm_pl "
-                                     f"reads {FORMAT!r} version {FORMAT_VERSION}: rebuild it with "
-                                     "tools/make_teacher_logits.py")
+                                     f"reads {FORMAT!r} version {FORMAT_VERSION} (version 2 stores the tail's "
+                                     "log-mass and the teacher's weights fingerprint): remove the folder and rebuild "
+                                     "it with `python tools/make_teacher_logits.py --config <your config> -k "
+                                     f"{(self.manifest.get('key') or {}).get('k', 64)}`")
         self.key = StoreKey(**self.manifest["key"])
         self._handles: dict[tuple[str, int], Any] = {}
         self._index: dict[str, dict[str, _Where]] = {}
@@ -221,6 +279,18 @@ class TopKStore:
                 f"is {theirs['name']!r} ({theirs['vocab_size']} tokens, sha256 {theirs['sha256'][:12]}); "
                 "its token ids mean other tokens. "
                 "Rebuild the store with this run's tokenizer (tools/make_teacher_logits.py).")
+
+    def check_teacher(self, record: dict[str, Any], key: str) -> None:
+        """Refuse a store written by another teacher: ``record`` (``teacher_record`` of the configured teacher, set
+        at ``key``) must equal the stored record in every field; the error names each differing field."""
+        stored = self.key.teacher
+        diff = [f"{f}: store {stored.get(f)!r}, {key} {record.get(f)!r}" for f in sorted(set(stored) | set(record))
+                if stored.get(f) != record.get(f)]
+        if diff:
+            raise StoreMismatchError(
+                f"{key} is not the teacher the store {self.path} ({self.where}) was built from; "
+                f"{'; '.join(diff)}. Set the teacher the store was built from, set {key} to null, or rebuild the "
+                "store (tools/make_teacher_logits.py).")
 
     def check_data(self, split: str, data: dict[str, Any], template: dict[str, Any], data_key: str) -> None:
         """Refuse a store whose rows or template differ from this run's split (``data``: source, sha256, rows)."""
@@ -267,10 +337,10 @@ class TopKStore:
 
     def rows(self, split: str, example_ids: Sequence[Any], targets: Sequence[Tensor]
              ) -> tuple[Tensor, Tensor, Tensor]:
-        """The teacher rows ``(ids [N, k] int64, logprobs [N, k] float32, tail [N])`` of a batch's examples, in
+        """The teacher rows ``(ids [N, k] int64, logprobs [N, k] float32, tail_log [N])`` of a batch's examples, in
         order, after checking that each example's stored completion tokens equal ``targets[i]``."""
         index = self.index(split)
-        out: dict[str, list[Tensor]] = {"ids": [], "logprobs": [], "tail": []}
+        out: dict[str, list[Tensor]] = {"ids": [], "logprobs": [], "tail_log": []}
         for ex, tgt in zip(example_ids, targets, strict=True):
             where = index.get(str(ex))
             if where is None:
@@ -284,7 +354,7 @@ class TopKStore:
                     f"{self.where}: example {ex!r} ({split}) has {tgt.numel()} completion tokens in this batch but "
                     f"{stored.numel()} stored, or other token ids (first stored {stored[:5].tolist()}, batch "
                     f"{tgt[:5].tolist()}): the store was built with another max_length/length_policy or tokenization")
-            for name, dtype in (("ids", torch.int64), ("logprobs", torch.float32), ("tail", torch.float32)):
+            for name, dtype in (("ids", torch.int64), ("logprobs", torch.float32), ("tail_log", torch.float32)):
                 # up-cast per piece: torch.cat of float16 pieces fails under CPU bf16 autocast
                 out[name].append(handle.get_slice(name)[where.start : where.end].to(dtype))
-        return torch.cat(out["ids"]), torch.cat(out["logprobs"]), torch.cat(out["tail"])
+        return torch.cat(out["ids"]), torch.cat(out["logprobs"]), torch.cat(out["tail_log"])

@@ -28,17 +28,18 @@ log = logging.getLogger(__name__)
 
 def teacher_topk(hidden: Tensor, head: nn.Module, k: int, vocab_size: int, temperature: float = 1.0,
                  chunk_size: int = 256) -> tuple[Tensor, Tensor, Tensor]:
-    """Top-k ids, their log-probs and the tail mass of ``softmax(head(hidden) / temperature)`` over the first
-    ``vocab_size`` logits, for ``hidden [N, H]`` in chunks of ``chunk_size`` rows (float32 softmax)."""
+    """Top-k ids, their log-probs and the log of the tail mass (``logsumexp`` of the logits outside the top-k minus
+    the full ``logsumexp``: never underflows; ``-inf`` only when ``k = V``) of ``softmax(head(hidden) / temperature)``
+    over the first ``vocab_size`` logits, for ``hidden [N, H]`` in chunks of ``chunk_size`` rows (float32)."""
     ids, lps, tails = [], [], []
     for lo in range(0, hidden.shape[0], chunk_size):
         z = head_logits(head, hidden[lo : lo + chunk_size], vocab_size) / temperature  # [n, V]
         lse = torch.logsumexp(z, dim=-1)  # [n]
         top, top_ids = z.topk(k, dim=-1)  # [n, k], most likely first
         if k < z.shape[-1]:
-            tail = (torch.logsumexp(z.scatter(-1, top_ids, -torch.inf), dim=-1) - lse).exp()
+            tail = torch.logsumexp(z.scatter(-1, top_ids, -torch.inf), dim=-1) - lse
         else:
-            tail = torch.zeros_like(lse)
+            tail = torch.full_like(lse, -torch.inf)
         ids.append(top_ids)
         lps.append(top - lse[:, None])
         tails.append(tail)

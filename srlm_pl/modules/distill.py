@@ -13,7 +13,7 @@ Per training step (GKD, Agarwal et al. 2024, as TRL's ``GKDTrainer`` and torchtu
    skew reverse KL (``skew_kl`` / ``skew_rkl`` with ``skew_alpha``); computed by ``losses.chunked_kd_loss``
    ``loss_chunk_size`` positions at a time, so no ``[B, T, V]`` logits of either model exist.
 
-Offline teacher (``teacher_logits: STORE``): no teacher runs; the teacher's top-k log-probs and tail mass per
+Offline teacher (``teacher_logits: STORE``): no teacher runs; the teacher's top-k log-probs and tail log-mass per
 completion token are read from a store written by ``tools/make_teacher_logits.py`` (``srlm_pl.kd.topk_store``),
 matched to the batch by example id and checked against its completion tokens, and D is taken over the top-k
 plus one tail bucket (``ops.chunked_topk_kd_loss``: a fused kernel for a plain head, else
@@ -44,7 +44,7 @@ from srlm_pl.data.collate import prompts_from_batch
 from srlm_pl.generation.engine import SamplingConfig, generate
 from srlm_pl.kd.batch import batch_from_generation
 from srlm_pl.kd.teacher import TEACHER_KEY, check_vocabulary, head_rows, load_teacher, place_teacher
-from srlm_pl.kd.topk_store import TopKStore, dataset_fingerprint, template_fingerprint
+from srlm_pl.kd.topk_store import TopKStore, dataset_fingerprint, teacher_record, template_fingerprint
 from srlm_pl.losses.kd import DIVERGENCES, Divergence
 from srlm_pl.models.forward import (
     completion_positions,
@@ -164,7 +164,9 @@ class DistillModule(PostTrainingModule):
             teacher_logits: folder of a top-k teacher-logits store (``tools/make_teacher_logits.py --config
                 <this config>`` writes it): the KD term is taken over the stored top-k plus a tail bucket and no
                 teacher model is loaded. Needs ``lmbda: 0``, ``seq_kd: false``, unpacked data, and the store's
-                temperature, tokenizer, data and template; ``null`` (default) runs the teacher online.
+                temperature, tokenizer, data and template; a ``teacher`` given with it must equal the store's
+                teacher in every recorded field (settings, config and weights fingerprints); ``null`` (default) runs
+                the teacher online.
         """
         super().__init__(policy, optimizer, scheduler, val_generation, loss_chunk_size)
         if teacher is None and teacher_logits is None:
@@ -237,15 +239,14 @@ class DistillModule(PostTrainingModule):
         (when given) and ``temperature``; set the KD vocabulary to the store's."""
         store = self.opened_store()
         store.check_tokenizer(self.tokenizer)
-        stored_teacher = store.key.teacher.get("name_or_path")
-        if self.teacher_spec is not None and self.teacher_spec.name_or_path != stored_teacher:
-            raise ValueError(f"{TEACHER_KEY}.name_or_path is {self.teacher_spec.name_or_path!r} but the store "
-                             f"{store.path} ({_KEY}.teacher_logits) holds the log-probs of {stored_teacher!r}; "
-                             "set the teacher the store was built from, or null")
+        if self.teacher_spec is not None:
+            store.check_teacher(teacher_record(self.teacher_spec), TEACHER_KEY)
         if store.key.temperature != self.temperature:
             raise ValueError(f"{_KEY}.temperature is {self.temperature} but the store {store.path} holds teacher "
                              f"log-probs at temperature {store.key.temperature} (a top-k cannot be re-tempered): "
-                             "set the store's temperature or rebuild the store (--temperature)")
+                             "set the store's temperature, or rebuild the store at this one (the tool takes it from "
+                             "the config: `python tools/make_teacher_logits.py --config <your config> -- "
+                             f"--{_KEY}.temperature {self.temperature}`)")
         rows = head_rows(unwrap_peft(self.model))
         if rows < store.vocab_size:
             raise ValueError(f"the student's LM head has {rows} rows but the store's tokenizer has "

@@ -58,7 +58,7 @@ def chunked_kd_loss(student_hidden: Tensor, teacher_hidden: Tensor, student_head
 
 
 def chunked_topk_kd_loss(student_hidden: Tensor, student_head: Head, targets: Tensor, topk_ids: Tensor,
-                         topk_logprobs: Tensor, tail: Tensor, *, alpha: float, temperature: float = 1.0,
+                         topk_logprobs: Tensor, tail_log: Tensor, *, alpha: float, temperature: float = 1.0,
                          divergence: Divergence = "jsd", beta: float = 0.0, skew_alpha: float = 0.1,
                          chunk_size: int = 1024, vocab_size: int | None = None,
                          ignore_index: int = -100) -> tuple[Tensor, dict[str, Tensor]]:
@@ -66,9 +66,9 @@ def chunked_topk_kd_loss(student_hidden: Tensor, student_head: Head, targets: Te
     kwargs = dict(alpha=alpha, temperature=temperature, divergence=divergence, beta=beta, skew_alpha=skew_alpha,
                   chunk_size=chunk_size, vocab_size=vocab_size, ignore_index=ignore_index)
     if fused_topk_kd.applies(student_head) and targets.shape[0] > 0:
-        topk.check_topk_inputs(student_hidden, targets, topk_ids, topk_logprobs, tail, alpha=alpha, beta=beta,
+        topk.check_topk_inputs(student_hidden, targets, topk_ids, topk_logprobs, tail_log, alpha=alpha, beta=beta,
                                temperature=temperature, divergence=divergence, skew_alpha=skew_alpha,
                                chunk_size=chunk_size)
-        return fused_topk_kd.fused_topk_kd_loss(student_hidden, student_head, targets, topk_ids, topk_logprobs, tail,
-                                                **kwargs)
-    return topk.chunked_topk_kd_loss(student_hidden, student_head, targets, topk_ids, topk_logprobs, tail, **kwargs)
+        return fused_topk_kd.fused_topk_kd_loss(student_hidden, student_head, targets, topk_ids, topk_logprobs,
+                                                tail_log, **kwargs)
+    return topk.chunked_topk_kd_loss(student_hidden, student_head, targets, topk_ids, topk_logprobs, tail_log, **kwargs)

@@ -35,7 +35,7 @@ def _bucket_grad(s_b: Tensor, t_b: Tensor, valid: Tensor, opts: dict, scale: flo
     return kd_sum.detach(), g
 
 
-def _chunk_value_and_grad(z: Tensor, targets: Tensor, valid: Tensor, ids: Tensor, lp: Tensor, tail: Tensor,
+def _chunk_value_and_grad(z: Tensor, targets: Tensor, valid: Tensor, ids: Tensor, lp: Tensor, t_tail_log: Tensor,
                           opts: dict, n_tokens: float) -> tuple[Tensor, Tensor, Tensor]:
     """Summed KD and CE of the valid rows of one chunk, and the gradient of the chunk's share of the loss
     ``(alpha * CE + (1 - alpha) * KD) / n_tokens`` with respect to the float32 logits ``z [n, V]`` (overwritten).
@@ -61,7 +61,7 @@ def _chunk_value_and_grad(z: Tensor, targets: Tensor, valid: Tensor, ids: Tensor
         lse_rest = torch.logsumexp(rest, dim=-1, keepdim=True)
         tail_log = lse_rest - lse  # [n, 1]
         s_b = torch.cat([top_log, tail_log], -1)
-        t_b = torch.cat([lp, tail.clamp(min=0.0).log()[:, None]], -1)
+        t_b = torch.cat([lp, t_tail_log[:, None]], -1)
     kd_sum, g = _bucket_grad(s_b, t_b, valid, opts, (1 - alpha) / n_tokens / tau)
     big_g = g.sum(-1, keepdim=True)  # [n, 1]
     s_top = top_log.exp()
@@ -76,7 +76,7 @@ def _chunk_value_and_grad(z: Tensor, targets: Tensor, valid: Tensor, ids: Tensor
     return kd_sum, torch.where(valid, ce, 0.0).sum(), grad
 
 
-def _pad(n_extra: int, hidden: Tensor, targets: Tensor, ids: Tensor, lp: Tensor, tail: Tensor, ignore: int
+def _pad(n_extra: int, hidden: Tensor, targets: Tensor, ids: Tensor, lp: Tensor, tail_log: Tensor, ignore: int
          ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Ignored rows with a well-defined (finite) teacher, so the last chunk comes in few shapes."""
     k = ids.shape[1]
@@ -84,7 +84,7 @@ def _pad(n_extra: int, hidden: Tensor, targets: Tensor, ids: Tensor, lp: Tensor,
             torch.cat([targets, targets.new_full((n_extra,), ignore)]),
             torch.cat([ids, torch.arange(k, device=ids.device).expand(n_extra, k)]),
             torch.cat([lp, lp.new_full((n_extra, k), -math.log(k + 1))]),
-            torch.cat([tail, tail.new_full((n_extra,), 1 / (k + 1))]))
+            torch.cat([tail_log, tail_log.new_full((n_extra,), -math.log(k + 1))]))
 
 
 class _FusedTopKKD(torch.autograd.Function):
@@ -138,7 +138,7 @@ class _FusedTopKKD(torch.autograd.Function):
 
 
 def fused_topk_kd_loss(student_hidden: Tensor, student_head: nn.Linear, targets: Tensor, topk_ids: Tensor,
-                       topk_logprobs: Tensor, tail: Tensor, *, alpha: float, temperature: float,
+                       topk_logprobs: Tensor, tail_log: Tensor, *, alpha: float, temperature: float,
                        divergence: Divergence, beta: float, skew_alpha: float, chunk_size: int,
                        vocab_size: int | None, ignore_index: int = -100) -> tuple[Tensor, dict[str, Tensor]]:
     """``(loss, metrics)`` exactly like ``losses.topk.chunked_topk_kd_loss`` (see the module docstring)."""
@@ -147,7 +147,7 @@ def fused_topk_kd_loss(student_hidden: Tensor, student_head: nn.Linear, targets:
             "chunk": chunk_size, "vocab": vocab_size if vocab_size is not None else weight.shape[0],
             "ignore": ignore_index, "mm_dtype": matmul_dtype(weight)}
     loss, kd_sum, ce_sum = _FusedTopKKD.apply(student_hidden, weight, targets, topk_ids.long(),
-                                              topk_logprobs.float(), tail.float(), opts)
+                                              topk_logprobs.float(), tail_log.float(), opts)
     n_tokens = (targets != ignore_index).sum()
     denom = n_tokens.clamp(min=1).float()
     metrics = {"loss": loss.detach(), "kd": kd_sum / denom, "ce": ce_sum / denom, "kd_sum": kd_sum,

@@ -15,10 +15,10 @@ V = 19
 
 
 def teacher_topk(t_logits: torch.Tensor, k: int, tau: float = 1.0):
-    """Top-k ids, log-probs and tail mass of the tempered teacher (float64)."""
+    """Top-k ids, log-probs and the tail's log-mass (as the store keeps it) of the tempered teacher (float64)."""
     lp = torch.log_softmax(t_logits.double() / tau, dim=-1)
     top, ids = lp.topk(k, dim=-1)
-    return ids, top, 1.0 - top.exp().sum(-1)
+    return ids, top, torch.logsumexp(lp.scatter(-1, ids, -torch.inf), dim=-1)
 
 
 def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -26,11 +26,11 @@ def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 def reference(s_logits, ids, t_lp, tail, divergence, beta, a, tau):
-    """tau^2 * D over the k + 1 buckets: student probs at ids and 1 - their sum; teacher exp(t_lp) and tail."""
+    """tau^2 * D over the k + 1 buckets: student probs at ids and 1 - their sum; teacher exp(t_lp) and exp(tail)."""
     p_s = torch.softmax(s_logits.double() / tau, dim=-1)
     s_top = p_s.gather(-1, ids)
     s_b = torch.cat([s_top, (1 - s_top.sum(-1))[:, None]], -1)
-    t_b = torch.cat([t_lp.double().exp(), tail.double()[:, None]], -1)
+    t_b = torch.cat([t_lp.double().exp(), tail.double().exp()[:, None]], -1)
     if divergence == "skew_kl":
         d = _kl(t_b, a * t_b + (1 - a) * s_b)
     elif divergence == "skew_rkl":
@@ -96,6 +96,7 @@ def test_the_tail_is_a_bucket_not_renormalised_away():
     outside = torch.ones_like(s, dtype=torch.bool).scatter(-1, ids, False)
     s[outside] += 1.5  # the student puts more mass on the teacher's tail
     out = topk_kd_divergence(s.float(), ids, t_lp.float(), tail.float())
+    tail = tail.exp()
     p_s = torch.softmax(s, -1)
     s_tail = 1 - p_s.gather(-1, ids).sum(-1)
     binary = tail * (tail / s_tail).log() + (1 - tail) * ((1 - tail) / (1 - s_tail)).log()

@@ -96,7 +96,8 @@ def test_store_manifest_is_keyed_by_teacher_tokenizer_data_template_and_k(store,
     manifest = json.loads((store / "manifest.json").read_text())
     key = manifest["key"]
     assert key["k"] == K and key["temperature"] == 1.0 and key["logprob_dtype"] == "float32"
-    assert key["teacher"]["name_or_path"] == str(teacher_dir) and len(key["teacher"]["config_sha256"]) == 64
+    assert key["teacher"]["name_or_path"] == str(teacher_dir.resolve()) and len(key["teacher"]["config_sha256"]) == 64
+    assert len(key["teacher"]["weights_sha256"]) == 64 and key["teacher"]["dtype"] == "float32"
     assert key["tokenizer"]["vocab_size"] == 558 and len(key["tokenizer"]["sha256"]) == 64
     assert key["template"]["config"]["answer_format"] == "gsm8k"
     assert set(manifest["splits"]) == {"train", "val"}
@@ -193,9 +194,11 @@ def test_fit_refuses_a_store_from_other_data_or_template(store, teacher_dir, tmp
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"temperature": 2.0}, r"model.init_args.temperature is 2.0 but the store .* at temperature 1.0"),
-    ({"teacher": "other/teacher"}, r"model.init_args.teacher.name_or_path is 'other/teacher' but the store .* holds "
-                                   r"the log-probs of '.*distill_teacher'"),
+    ({"temperature": 2.0}, r"model.init_args.temperature is 2.0 but the store .* at temperature 1.0 .* "
+                           r"`python tools/make_teacher_logits.py --config <your config> -- "
+                           r"--model.init_args.temperature 2.0`"),
+    ({"teacher": "other/teacher"}, r"model.init_args.teacher is not the teacher the store .* was built from; .*"
+                                   r"name_or_path: store '.*distill_teacher', model.init_args.teacher 'other/teacher'"),
 ])  # fmt: skip
 def test_configure_model_refuses_another_temperature_or_teacher(store, teacher_dir, kwargs, message):
     if "teacher" in kwargs:
@@ -203,6 +206,41 @@ def test_configure_model_refuses_another_temperature_or_teacher(store, teacher_d
     module = make_module(teacher_dir, store, **kwargs)
     with pytest.raises(ValueError, match=message):
         module.configure_model()
+
+
+@pytest.fixture
+def own_store(store, teacher_dir, tmp_path) -> tuple[Path, Path]:
+    """A copy of the teacher folder and of the store, whose manifest names the copy (as if built from it)."""
+    folder, out = tmp_path / "teacher", tmp_path / "store"
+    shutil.copytree(teacher_dir, folder)
+    shutil.copytree(store, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["key"]["teacher"]["name_or_path"] = str(folder.resolve())
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return folder, out
+
+
+def test_teacher_check_resolves_paths_and_compares_every_field_and_the_weights(own_store, teacher_dir, monkeypatch):
+    """The store's own teacher given by a relative path is accepted; the same folder with another dtype, or with
+    retrained weights (same config.json), is refused, naming the field and both values."""
+    folder, out = own_store
+    monkeypatch.chdir(folder.parent)
+    make_module(teacher_dir, out, teacher=ModelSpec(name_or_path="teacher")).configure_model()
+    bf16 = make_module(teacher_dir, out, teacher=ModelSpec(name_or_path=str(folder), dtype="bfloat16"))
+    with pytest.raises(StoreMismatchError, match=r"dtype: store 'float32', model.init_args.teacher 'bfloat16'"):
+        bf16.configure_model()
+    from safetensors.torch import load_file, save_file
+
+    weights = folder / "model.safetensors"
+    tensors = load_file(weights)
+    first = sorted(tensors)[0]
+    tensors[first] = tensors[first] + 1e-3  # "retrained": other weights under the same config.json
+    save_file(tensors, weights, metadata={"format": "pt"})
+    retrained = make_module(teacher_dir, out, teacher=ModelSpec(name_or_path="teacher"))
+    with pytest.raises(StoreMismatchError,
+                       match=r"weights_sha256: store '[0-9a-f]{64}', model.init_args.teacher '[0-9a-f]{64}'") as err:
+        retrained.configure_model()
+    assert "config_sha256" not in str(err.value) and "name_or_path" not in str(err.value)
 
 
 @pytest.mark.parametrize("divergence", ["skew_kl", "skew_rkl"])

@@ -139,11 +139,12 @@ def _build(cfg: SimpleNamespace, teacher_spec: Any, data: Any) -> Row:
     import torch
 
     from srlm_pl.kd.teacher import load_teacher
+    from srlm_pl.kd.topk_store import teacher_record
     from srlm_pl.kd.topk_writer import write_store
 
     device = torch.device(cfg.device)
     t0 = time.perf_counter()
     teacher, _ = load_teacher(teacher_spec, device)
     store = write_store(teacher.to(device).eval(), data.tokenizer, data, cfg.store, k=cfg.k,
-                        teacher={"name_or_path": teacher_spec.name_or_path}, splits=("train",), batch_size=cfg.batch)
+                        teacher=teacher_record(teacher_spec), splits=("train",), batch_size=cfg.batch)
     return {"build_s": time.perf_counter() - t0, "bytes": store.size_bytes(), "tokens": store.n_tokens("train")}
