@@ -7,12 +7,14 @@ max length 256), ``--precision``, loss chunk ``--chunk``.
 
 Three fresh processes in one session: the store is built first (its build time, size and tokens are reported:
 ``store_mb_per_1m_tokens`` = bytes per completion token), then the online and the offline run, each timed from the
-start to the end of a step (``s_per_step``, warm-up steps excluded) with its peak resident set size
-(``peak_rss_gib``, which includes loading's transient copies), the peak above the process's size before the fit
+start to the end of a step (``s_per_step``, warm-up steps excluded) with the whole process's peak resident set
+size (``peak_rss_gib``, which includes loading's transient copies: the high-water mark read just before it is
+reset, and the one after training, whichever is larger), the peak above the process's size before the fit
 (``peak_extra_gib``) and the peak of the training steps alone (``train_peak_rss_gib``: the high-water mark is reset
-once the models are loaded; weights, optimizer state, activations, the store's pages). On CUDA ``peak_gpu_gib`` is
-``max_memory_allocated``. The row gives the offline figures and ``time_vs_online``, ``train_peak_vs_online``,
-``peak_rss_vs_online``, ``peak_extra_vs_online`` (offline divided by online).
+once the models are loaded; weights, optimizer state, activations, the store's pages). The reset (``clear_refs``)
+also resets ``getrusage``'s ``ru_maxrss``, so neither alone gives the whole-process peak afterwards. On CUDA
+``peak_gpu_gib`` is ``max_memory_allocated``. The row gives the offline figures and ``time_vs_online``,
+``train_peak_vs_online``, ``peak_rss_vs_online``, ``peak_extra_vs_online`` (offline divided by online).
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def worker(cfg: SimpleNamespace) -> Row:
     window = train_peak_callback()
     timer, wall = fit(module, data, steps=cfg.warmup + cfg.steps, device=cfg.device, precision=cfg.precision,
                       callbacks=(window,))
-    peak = common.peak_rss_gib()
+    peak = window.process_peak()
     row = {**timer.clock.summary(cfg.warmup), "peak_rss_gib": peak, "peak_extra_gib": peak - before,
            "rss_before_gib": before, "train_peak_rss_gib": window.peak(), "rss_train_start_gib": window.start,
            "fit_wall_s": wall, "teacher_loaded": module._teacher.model is not None}
@@ -119,18 +121,24 @@ def _vm_hwm_gib() -> float:
 def train_peak_callback() -> Any:
     """A Lightning callback that resets this process's peak resident set size when training starts
     (``/proc/self/clear_refs``, Linux), after the models are loaded, so that ``peak()`` (``VmHWM``) is the peak of
-    the training steps alone, without loading's transient copies."""
+    the training steps alone, without loading's transient copies; ``process_peak()`` is the whole process's peak
+    (the high-water mark recorded just before the reset, or the one since, whichever is larger)."""
     import lightning as L
 
     class TrainPeak(L.Callback):
         start = float("nan")
+        before_reset = 0.0
 
         def on_train_start(self, trainer: Any, module: Any) -> None:
+            self.before_reset = max(_vm_hwm_gib(), common.peak_rss_gib())  # the reset clears both
             Path("/proc/self/clear_refs").write_text("5")
             self.start = common.rss_gib()
 
         def peak(self) -> float:
             return _vm_hwm_gib()
+
+        def process_peak(self) -> float:
+            return max(self.before_reset, _vm_hwm_gib(), common.peak_rss_gib())
 
     return TrainPeak()
 
