@@ -3,11 +3,13 @@
 Runs in the tests process (confined like the candidate but under another uid, so the candidate can neither
 signal nor trace it, and in an interpreter the program never touched). The test code sees one proxy per
 callable top-level name of the program, the program's plain-data globals, and its own copy of each standard
-module of ``SHARED_MODULES`` the program imported. A proxy call sends the arguments as plain data and
-rebuilds the result with this process's own decoder (:mod:`.plaindata`), so no candidate object ever reaches
-the tests.
+module of ``SHARED_MODULES`` the program imported; names of builtins (other than the entry point) and dunders
+are left out, so the tests' own ``abs``, ``range`` or ``tuple`` stay Python's. A proxy call sends the
+arguments as plain data and rebuilds the result with this process's own decoder (:mod:`.plaindata`), so no
+candidate object ever reaches the tests.
 The report, written on a pipe only this process holds, starts with the per-run token that this process read
-from the parent after the candidate process was forked: the candidate never had it in memory.
+from the parent (with the tests) after the candidate process was forked: the candidate never had either in
+memory.
 """
 
 from __future__ import annotations
@@ -31,9 +33,14 @@ class CandidateError(Exception):
     """The candidate raised an exception that is not a builtin Exception, sent garbage, or died."""
 
 
+# exceptions that steer control flow in the tests' own code (a StopIteration ends ``map``, ``all(...)``, a
+# generator expression as if the input ran out), so a candidate never raises them there
+_CONTROL_FLOW = (StopIteration, StopAsyncIteration)
+
+
 def _exception(name: Any) -> Exception:
     cls = getattr(builtins, name, None) if type(name) is str else None
-    if isinstance(cls, type) and issubclass(cls, Exception):
+    if isinstance(cls, type) and issubclass(cls, Exception) and not issubclass(cls, _CONTROL_FLOW):
         return cls("raised by the candidate")
     return CandidateError("the candidate raised a non-builtin exception")
 
@@ -74,16 +81,25 @@ def _proxy(remote: Remote, name: str):
     return call
 
 
-def _namespace(remote: Remote, hello: Any) -> dict[str, Any]:
+def _admitted(name: Any, entry_point: str | None) -> bool:
+    """Whether a top-level name of the program enters the tests' namespace: never a dunder, never a builtin
+    name (``def abs``, ``def range``, ``tuple = ...`` would change what the tests' own calls do), except the
+    entry point itself."""
+    if type(name) is not str or not name.isidentifier() or name.startswith("__"):
+        return False
+    return name == entry_point or not hasattr(builtins, name)
+
+
+def _namespace(remote: Remote, hello: Any, entry_point: str | None) -> dict[str, Any]:
     namespace: dict[str, Any] = {"__name__": "__tests__"}
     for name, module in dict(hello.get("modules") or {}).items():
-        if type(name) is str and name.isidentifier() and module in SHARED_MODULES:
+        if _admitted(name, entry_point) and module in SHARED_MODULES:
             namespace[name] = importlib.import_module(module)  # this process's own copy
     for name, raw in dict(hello.get("values") or {}).items():
-        if type(name) is str and name.isidentifier():
+        if _admitted(name, entry_point):
             namespace[name] = plaindata.from_json(raw)
     for name in list(hello.get("callables") or []):
-        if type(name) is str and name.isidentifier():
+        if _admitted(name, entry_point):
             namespace[name] = _proxy(remote, name)
     return namespace
 
@@ -94,7 +110,7 @@ def run_tests(tests: str, entry_point: str | None, remote: Remote) -> dict[str, 
         hello = remote.receive(MAX_HELLO)
         if type(hello) is not dict or hello.get("ready") is not True:
             return {"passed": False, "error": "ProgramRaised"}
-        namespace = _namespace(remote, hello)
+        namespace = _namespace(remote, hello, entry_point)
     except Exception as exc:  # noqa: BLE001 - the candidate died or sent garbage before the tests
         return {"passed": False, "error": type(exc).__name__}
     if entry_point is not None and entry_point not in list(hello.get("callables") or []):

@@ -83,9 +83,14 @@ class Sandbox:
             return None
 
     def run(self, job: dict[str, Any], token: bytes, backstop: float) -> dict[str, Any] | None:
-        """The zygote's answer to ``job``, or None when the sandbox is lost (it must then be closed)."""
+        """The zygote's answer to ``job``, or None when the sandbox is lost (it must then be closed).
+
+        The job frame leaves the tests out; they follow the token as a frame of their own, which only the
+        job's tests process reads, after the candidate process was forked."""
+        tests = protocol.encode_frame(job["tests"])
+        head = protocol.encode_frame({**{k: v for k, v in job.items() if k != "tests"}, "tests_bytes": len(tests)})
         try:
-            protocol.write_all(self.proc.stdin.fileno(), protocol.encode_frame(job) + token)
+            protocol.write_all(self.proc.stdin.fileno(), head + token + tests)
         except OSError:
             return None
         answer = self._read(time.monotonic() + backstop)
@@ -167,7 +172,7 @@ class SandboxPool:
         try:
             answer = sandbox.run(job, token, backstop)
         finally:
-            self._release(sandbox, answer is not None)
+            self._release(sandbox, answer is not None and answer.get("retire") is not True)
         return answer
 
     def warmup(self) -> dict[str, Any]:

@@ -2,12 +2,15 @@
 
 It lives inside the user, mount, network, PID, IPC and UTS namespaces set up by :mod:`.launcher`, on the
 minimal read-only root, with the harness already imported, so a job costs two ``fork`` calls instead of two
-interpreter start-ups. Per job (a frame on stdin, followed by 16 raw token bytes that the zygote never
-reads):
+interpreter start-ups. Per job (a frame on stdin without the tests, followed by 16 raw token bytes and the
+tests' own frame, ``tests_bytes`` long, neither of which the zygote ever reads):
 
 1. a fresh size-capped tmpfs on ``/tmp`` with one private home per uid;
 2. fork the candidate (stdin/stdout to /dev/null first, so it can reach neither the job pipe nor the
-   result pipe to the parent), then fork the tests process, which reads the token from stdin itself;
+   result pipe to the parent), then fork the tests process, which reads the token and the tests from stdin
+   itself: neither is ever in the memory of the zygote, so no candidate (a fork of it) can find them, in
+   its frames, its garbage collector or freed heap; each child enters its own IPC namespace, so SysV
+   objects die with the job;
 3. wait for the tests' report until the wall-clock deadline, then ``kill(-1, SIGKILL)``: as PID 1 of the
    namespace this kills every process the job started, whatever it did (``setsid``, double fork);
 4. send the parent the raw report (token first, the parent checks it), whether the deadline hit, and how
@@ -54,17 +57,20 @@ def _to_devnull() -> None:
 
 
 def _candidate_main(job: dict, fds: dict[str, int], limits: confine.Limits) -> None:
-    _to_devnull()  # first of all: the job pipe (and the token behind it) and the parent's pipe are gone
+    _to_devnull()  # first of all: the job pipe (and the token and tests behind it) and the parent's pipe are gone
+    syscalls.unshare(syscalls.CLONE_NEWIPC)  # SysV objects of this job die with it
     confine.confine(confine.CANDIDATE_UID, "/tmp/c", limits, (0, 1, 2, fds["c_in"], fds["c_out"]))
     candidate.serve(job["program"], fds["c_in"], fds["c_out"])
 
 
 def _tests_main(job: dict, fds: dict[str, int], limits: confine.Limits) -> None:
     token = protocol.read_exact(0, TOKEN_BYTES)
-    protocol.write_all(fds["result"], b"A")  # tells the zygote the token left the job pipe
+    tests = protocol.receive(0, int(job["tests_bytes"]))
+    protocol.write_all(fds["result"], b"A")  # tells the zygote the token and the tests left the job pipe
     _to_devnull()
+    syscalls.unshare(syscalls.CLONE_NEWIPC)
     confine.confine(confine.TESTS_UID, "/tmp/t", limits, (0, 1, 2, fds["t_in"], fds["t_out"], fds["result"]))
-    outcome = harness.run_tests(job["tests"], job.get("entry_point"), harness.Remote(fds["t_out"], fds["t_in"]))
+    outcome = harness.run_tests(str(tests), job.get("entry_point"), harness.Remote(fds["t_out"], fds["t_in"]))
     harness.report(fds["result"], token, outcome)
 
 
@@ -116,18 +122,6 @@ def _kill_everything() -> dict[int, int]:
         statuses[pid] = status
 
 
-def _drop_pending_token() -> None:
-    """The tests process died before acknowledging the token: drop what is left of it on the job pipe (the
-    parent sends nothing else until this job's answer, so whatever is there belongs to the token)."""
-    os.set_blocking(0, False)
-    try:
-        os.read(0, TOKEN_BYTES)
-    except BlockingIOError:
-        pass
-    finally:
-        os.set_blocking(0, True)
-
-
 def _ending(status: int | None) -> str:
     if status is None:
         return "unknown"
@@ -152,15 +146,16 @@ def run_job(job: dict, limits: confine.Limits) -> dict[str, Any]:
     # the candidate's ending is only meaningful if it ended on its own, before the kill below
     natural = os.waitpid(cpid, os.WNOHANG)
     statuses = _kill_everything()
-    if not data.startswith(b"A"):
-        _drop_pending_token()
     ending = _ending(natural[1]) if natural[0] == cpid else ("killed" if cpid in statuses else "unknown")
     report = data[1:] if data.startswith(b"A") else b""
-    return {"report": report.hex(), "timed_out": timed_out, "candidate": ending}
+    # no acknowledgement: an unknown part of the token and tests is still on the job pipe, which the zygote
+    # must not read, so this sandbox answers and ends ("retire"); the pool starts a fresh one
+    return {"report": report.hex(), "timed_out": timed_out, "candidate": ending, "retire": not data.startswith(b"A")}
 
 
 def serve(limits: confine.Limits, info: dict[str, Any]) -> None:
-    """The zygote loop: one job frame in, one result frame out, until the parent closes stdin."""
+    """The zygote loop: one job frame in, one result frame out, until the parent closes stdin (or a job's tests
+    process died before taking its input off the pipe)."""
     for name in PRELOAD:
         try:
             importlib.import_module(name)
@@ -175,4 +170,7 @@ def serve(limits: confine.Limits, info: dict[str, Any]) -> None:
         except protocol.ChannelClosed:
             return
         job_limits = confine.Limits(**{**limits.__dict__, **job.get("limits", {})})
-        protocol.send(1, run_job(job, job_limits))
+        result = run_job(job, job_limits)
+        protocol.send(1, result)
+        if result["retire"]:
+            return
