@@ -88,13 +88,15 @@ class CodeReward(Reward):
                 whole completion when it parses; chat style), ``prompt_completion`` (the gold's prompt followed
                 by the completion cut at a top-level stop sequence; completion style, as HumanEval), or
                 ``auto`` (``extract`` when that code defines the entry point, else ``prompt_completion``).
-            timeout: wall-clock seconds one program (with its tests) may run; a program that runs out scores 0.
+            timeout: wall-clock seconds one program (with its tests) may run, in (0, 600]; a program that runs out
+                scores 0.
         """
         if program not in PROGRAM_MODES:
             raise ValueError(f"model.init_args.rewards: CodeReward program must be one of {list(PROGRAM_MODES)}, "
                              f"got {program!r}")
-        if timeout <= 0:
-            raise ValueError(f"model.init_args.rewards: CodeReward timeout must be > 0, got {timeout}")
+        if not (type(timeout) in (int, float) and 0 < timeout <= 600):  # verify_code's range; NaN fails too
+            raise ValueError(f"model.init_args.rewards: CodeReward timeout must be seconds in (0, 600], "
+                             f"got {timeout!r}")
         self.program, self.timeout = program, timeout
 
     def __call__(self, completions: Sequence[str], golds: Sequence[str]) -> list[float]:

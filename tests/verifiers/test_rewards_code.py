@@ -56,6 +56,10 @@ def test_bad_settings_name_the_config_key() -> None:
         CodeReward(program="run")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"model\.init_args\.rewards.*timeout"):
         CodeReward(timeout=0)
+    for bad in (601, float("nan"), float("inf"), "5"):  # verify_code accepts (0, 600] seconds only
+        with pytest.raises(ValueError, match=r"model\.init_args\.rewards.*timeout.*\(0, 600\]"):
+            CodeReward(timeout=bad)  # type: ignore[arg-type]
+    assert CodeReward(timeout=600).timeout == 600
 
 
 def test_mixed_math_and_code_golds_use_their_own_verifier() -> None:
