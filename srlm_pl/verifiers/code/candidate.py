@@ -1,8 +1,8 @@
 """The candidate side of a sandboxed run: execute the program, then answer calls to its functions.
 
 Runs in the candidate process only (confined, see :mod:`.confine`). It tells the tests process which
-top-level names are callable (and sends the plain-data values of the others and the names of the modules
-it imported), then serves one call at a
+top-level names are callable (and sends the plain-data values of the others, up to ``MAX_VALUES``
+characters in all, and the names of the modules it imported), then serves one call at a
 time: a request ``{"f": name, "a": args, "k": kwargs}`` gets ``{"r": result}`` or ``{"e": exception
 class name}``. Everything here can be subverted by the program, which shares this interpreter; that is
 why nothing in this process can decide a verdict: the tests process decodes every reply itself.
@@ -23,6 +23,25 @@ def _exception_name(exc: BaseException) -> str:
     return type(exc).__name__[:64]
 
 
+def _within(value: Any, budget: int) -> bool:
+    """Whether ``value`` may fit in ``budget`` characters of encoding: counts at least one per element and
+    the length of each string, and stops as soon as the count passes ``budget``, so a module-level table
+    of millions of entries costs at most ``budget`` steps here instead of a full encoding."""
+    stack, count = [value], 0
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        count += 1 + (len(item) if kind is str or kind is bytes else 0)
+        if kind in (list, tuple, set, frozenset, dict):
+            count += len(item)
+            if count > budget:
+                return False
+            stack.extend(item.items() if kind is dict else item)
+        if count > budget:
+            return False
+    return True
+
+
 def _describe(namespace: dict[str, Any]) -> dict[str, Any]:
     callables, values, modules, size = [], {}, {}, 0
     for name, obj in list(namespace.items()):
@@ -34,13 +53,15 @@ def _describe(namespace: dict[str, Any]) -> dict[str, Any]:
         if callable(obj):
             callables.append(name)
             continue
+        if not _within(obj, MAX_VALUES - size):
+            continue  # too big to send: the tests do not see it (the program's functions still do)
         try:
             encoded = plaindata.to_json(obj)
         except plaindata.NotPlainData:
             continue
-        size += len(repr(encoded))
-        if size <= MAX_VALUES:
+        if size + len(repr(encoded)) <= MAX_VALUES:
             values[name] = encoded
+            size += len(repr(encoded))
     return {"ready": True, "callables": callables, "values": values, "modules": modules}
 
 

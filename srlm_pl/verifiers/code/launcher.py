@@ -8,7 +8,9 @@ environment and memory never enter the sandbox). As real root it
 3. forks the zygote's parent, which enters new user, mount, network, PID, IPC and UTS namespaces; the launcher
    (still in the host user namespace) writes its uid/gid maps: sandbox ids 0..1023 onto unused host ids;
 4. the zygote's parent becomes sandbox root, forks PID 1 of the new PID namespace (the zygote,
-   :mod:`.zygote`) and waits; parent-death signals chain the processes, so killing the launcher ends all.
+   :mod:`.zygote`) and waits; parent-death signals chain the processes, so killing the launcher ends all;
+5. the launcher waits on pidfds of the zygote's parent and of the pool's process, and kills the sandbox when
+   the pool's process ends.
 
 Any failure before the zygote is ready is reported on stdout as ``{"error": ...}`` and the process exits:
 the pool then refuses to run code (fail closed).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import sys
 
@@ -86,7 +89,7 @@ def _outer(limits: confine.Limits, info: dict, pipes: tuple[int, int, int, int],
     os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
-def _start(config: dict, limits: confine.Limits, groups: cgroups.Groups) -> int:
+def _start(config: dict, limits: confine.Limits, groups: cgroups.Groups, parent_fd: int) -> int:
     proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
     syscalls.unshare(syscalls.CLONE_NEWNS)
     syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
@@ -99,7 +102,7 @@ def _start(config: dict, limits: confine.Limits, groups: cgroups.Groups) -> int:
     if pid == 0:
         try:
             info = {"cgroups": groups.held, "namespaces": list(SANDBOX_NAMESPACES), "id_base": _id_base(os.getppid())}
-            _outer(limits, info, (ready_r, ready_w, go_r, go_w), [proc_fd, *groups.fds()])
+            _outer(limits, info, (ready_r, ready_w, go_r, go_w), [proc_fd, *groups.fds(), parent_fd])
         except BaseException as exc:  # noqa: BLE001 - report and leave; never return into the launcher
             protocol.send(1, {"error": f"sandbox namespaces: {exc}"})
         finally:
@@ -113,16 +116,41 @@ def _start(config: dict, limits: confine.Limits, groups: cgroups.Groups) -> int:
     return pid
 
 
+def _watch_parent() -> int:
+    """A pidfd of the process that started this launcher (readable once it ends); OSError if already gone."""
+    parent = os.getppid()
+    fd = os.pidfd_open(parent)
+    if os.getppid() != parent:  # it ended before the pidfd was taken: the pid may name another process now
+        os.close(fd)
+        raise OSError("the parent ended during setup")
+    return fd
+
+
+def _wait(pid: int, parent_fd: int) -> int:
+    """Wait for the zygote's parent; if the pool's process ends first (even by SIGKILL, which no cleanup
+    code sees), kill it at once: parent-death signals then end the zygote, and with PID 1 the whole PID
+    namespace, instead of the sandbox running on until its job's deadline. A parent-death signal on this
+    launcher would not do: it fires when the *thread* that started the launcher ends, and pool threads come
+    and go. Returns the wait status."""
+    child_fd = os.pidfd_open(pid)
+    ready, _, _ = select.select([parent_fd, child_fd], [], [])
+    if parent_fd in ready:
+        os.kill(pid, signal.SIGKILL)
+    os.close(child_fd)
+    return os.waitpid(pid, 0)[1]
+
+
 def main(config_json: str) -> None:
     config = json.loads(config_json)
     limits = confine.Limits(**config.get("limits", {}))
     groups = cgroups.Groups(f"srlm-sbx-{os.getpid()}")
     try:
+        parent_fd = _watch_parent()
         groups.create(config.get("memory_mb", 2048), config.get("pids_max", 256))
-        pid = _start(config, limits, groups)
+        pid = _start(config, limits, groups, parent_fd)
     except OSError as exc:
         protocol.send(1, {"error": f"sandbox setup: {exc}"})
         sys.exit(1)
-    _, status = os.waitpid(pid, 0)
+    status = _wait(pid, parent_fd)
     groups.remove()
     sys.exit(os.waitstatus_to_exitcode(status) & 0xFF)
