@@ -21,6 +21,20 @@ def test_bare_and_py_fences_count_other_languages_do_not() -> None:
     assert extract_code("```json\n{\"a\": 1}\n```") is None
 
 
+F = "def f(x):\n    return 1\n"
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("Here:\r\n```python\r\ndef f(x):\r\n    return 1\r\n```\r\nDone.", F),  # CRLF line ends
+    ("1. Code:\n   ```python\n   def f(x):\n       return 1\n   ```\n", F),  # a fence indented in a list
+    ("````python\ndef f(x):\n    return 1\n````\n", F),  # a longer fence
+    ("````python\ndef f(x):\n    return 1\n```\n````\n", F + "```\n"),  # a shorter one does not close it
+    ("~~~python\ndef f(x):\n    return 1\n~~~\n", F),  # tildes
+])
+def test_crlf_indented_and_longer_fences(text: str, want: str) -> None:
+    assert extract_code(text) == want
+
+
 def test_unclosed_last_fence_takes_the_rest() -> None:
     assert extract_code("Here:\n```python\ndef g(x):\n    return x") == "def g(x):\n    return x"
 
