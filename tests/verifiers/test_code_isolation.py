@@ -17,6 +17,8 @@ import pytest
 
 from srlm_pl.verifiers import SandboxUnavailable, verify_code, warmup_code
 from srlm_pl.verifiers.code.api import restart_pool
+from srlm_pl.verifiers.code.confine import CANDIDATE_UID, TESTS_UID
+from srlm_pl.verifiers.code.launcher import ID_COUNT, id_base
 
 # hidden expected values a program cannot guess: only reading the tests gives them
 HIDDEN = "assert f(12345) == 98765\nassert f(3) == 70001\n"
@@ -180,3 +182,15 @@ def test_a_sandbox_ends_soon_after_its_parent_is_killed() -> None:
     while _alive(launcher) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(launcher), "the sandbox outlived its parent"
+
+
+def test_host_id_ranges_of_live_launchers_never_overlap() -> None:
+    # launcher pids are distinct while they live; every pid Linux can hand out (pid_max <= 2**22) gets its own
+    # range of ID_COUNT host ids, all valid uids (below 2**32 - 1)
+    for pid in (1, 2, 5, 1_999_999, 2_000_000, 2_000_005, (1 << 22) - 2):
+        assert id_base(pid) + ID_COUNT <= id_base(pid + 1)
+    assert id_base(5) != id_base(5 + 2_000_000)
+    assert id_base((1 << 22) - 1) + ID_COUNT - 1 < (1 << 32) - 1
+    assert max(CANDIDATE_UID, TESTS_UID) < ID_COUNT
+    with pytest.raises(ValueError, match="pid"):
+        id_base(1 << 22)

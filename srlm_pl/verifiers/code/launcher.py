@@ -6,7 +6,8 @@ environment and memory never enter the sandbox). As real root it
 1. creates its own ``pids`` and ``memory`` cgroups (v1 or v2, best effort; which ones held is reported);
 2. enters a private mount namespace, builds the read-only tree of :mod:`.tree` and ``pivot_root``s into it;
 3. forks the zygote's parent, which enters new user, mount, network, PID, IPC and UTS namespaces; the launcher
-   (still in the host user namespace) writes its uid/gid maps: sandbox ids 0..1023 onto unused host ids;
+   (still in the host user namespace) writes its uid/gid maps: sandbox ids 0..1001 onto host ids that no other live
+   sandbox uses;
 4. the zygote's parent becomes sandbox root, forks PID 1 of the new PID namespace (the zygote,
    :mod:`.zygote`) and waits; parent-death signals chain the processes, so killing the launcher ends all;
 5. the launcher waits on pidfds of the zygote's parent and of the pool's process, and kills the sandbox when
@@ -27,12 +28,17 @@ import sys
 from . import cgroups, confine, protocol, syscalls, tree, zygote
 
 SANDBOX_NAMESPACES = ("user", "mount", "net", "pid", "ipc", "uts")
-ID_COUNT = 1024
+ID_COUNT = 1002  # sandbox ids 0 (root), 1000 and 1001 (confine.CANDIDATE_UID, TESTS_UID)
+PID_LIMIT = 1 << 22  # Linux's largest pid_max
 TREE_AT = "/tmp"
 
 
-def _id_base(pid: int) -> int:
-    return 100_000 + (pid % 2_000_000) * ID_COUNT
+def id_base(pid: int) -> int:
+    """The first host id of the sandbox of launcher ``pid``: one range of ID_COUNT ids per possible pid, so the
+    sandboxes of live launchers (whose pids differ) never share a host id; the last range ends below 2**32 - 1."""
+    if not 0 < pid < PID_LIMIT:
+        raise ValueError(f"launcher pid {pid} outside (0, {PID_LIMIT})")
+    return 100_000 + pid * ID_COUNT
 
 
 def _write_maps(proc_fd: int, pid: int, base: int) -> None:
@@ -101,7 +107,7 @@ def _start(config: dict, limits: confine.Limits, groups: cgroups.Groups, parent_
     pid = os.fork()
     if pid == 0:
         try:
-            info = {"cgroups": groups.held, "namespaces": list(SANDBOX_NAMESPACES), "id_base": _id_base(os.getppid())}
+            info = {"cgroups": groups.held, "namespaces": list(SANDBOX_NAMESPACES), "id_base": id_base(os.getppid())}
             _outer(limits, info, (ready_r, ready_w, go_r, go_w), [proc_fd, *groups.fds(), parent_fd])
         except BaseException as exc:  # noqa: BLE001 - report and leave; never return into the launcher
             protocol.send(1, {"error": f"sandbox namespaces: {exc}"})
@@ -110,7 +116,7 @@ def _start(config: dict, limits: confine.Limits, groups: cgroups.Groups, parent_
     os.close(ready_w)
     os.close(go_r)
     if os.read(ready_r, 1) == b"1":
-        _write_maps(proc_fd, pid, _id_base(os.getpid()))
+        _write_maps(proc_fd, pid, id_base(os.getpid()))
         os.write(go_w, b"1")
     os.close(proc_fd)
     return pid
