@@ -29,9 +29,9 @@ below the normaliser) and the teacher's full record (``teacher_record``: its set
 fingerprints); a version-1 store is refused with the command that rebuilds it.
 
 The key is (teacher, tokenizer, data, template, k, temperature): the teacher's record (``teacher_record``),
-sha256 fingerprints of the
-tokenizer's vocabulary and special ids, of each split's rows (id, question, solution, answer, after the
-length policy) and of the prompt template (plus the chat template), and k. ``TopKStore`` checks a training
+sha256 fingerprints of the tokenizer's vocabulary and special ids, of each split's rows (id, question, solution,
+answer, after the length policy) and of its tokenized ``input_ids`` (``tokens_fingerprint``), and of the prompt
+template (plus the chat template), and k. ``TopKStore`` checks a training
 run's tokenizer, data and template against it and refuses a mismatch with an error naming both sides; every
 batch is also checked token by token against the stored completion ids.
 """
@@ -85,6 +85,17 @@ def dataset_fingerprint(dataset: Any) -> tuple[str, int]:
     """``rows_fingerprint`` and row count of a tokenized split (a ``datasets.Dataset`` from ``SFTDataModule``)."""
     rows = dataset.select_columns(list(ROW_FIELDS)).to_list()
     return rows_fingerprint(rows), len(rows)
+
+
+def tokens_fingerprint(dataset: Any) -> str:
+    """sha256 of a tokenized split's ``input_ids`` (prompt + completion) row by row, in order: catches tokenizer
+    settings that change the tokens without changing the vocabulary or the rows (merges, normalisation)."""
+    h = hashlib.sha256()
+    for batch in dataset.select_columns(["input_ids"]).iter(batch_size=1024):
+        for ids in batch["input_ids"]:
+            h.update(json.dumps(list(ids)).encode())
+            h.update(b"\n")
+    return h.hexdigest()
 
 
 def template_fingerprint(template: Any, tokenizer: Any) -> dict[str, Any]:
@@ -310,6 +321,12 @@ class TopKStore:
                 f"{self.where}: the store was written with the prompt template {self.key.template['config']} (sha256 "
                 f"{self.key.template['sha256'][:12]}) but data.init_args.template is {template['config']} (sha256 "
                 f"{template['sha256'][:12]}, chat template included). Rebuild the store with this template.")
+        if "tokens_sha256" in data and stored.get("tokens_sha256") != data["tokens_sha256"]:
+            raise StoreMismatchError(
+                f"{self.where}: the store's {split!r} split was tokenized to other input_ids (sha256 "
+                f"{str(stored.get('tokens_sha256'))[:12]}) than {data_key} in this run (sha256 "
+                f"{data['tokens_sha256'][:12]}) from the same rows, vocabulary and template: another tokenizer "
+                "setting (merges, normalisation, special-token handling). Rebuild the store with this run's tokenizer.")
 
     # -- rows -------------------------------------------------------------------------------------
     def _handle(self, split: str, shard: int) -> Any:

@@ -18,6 +18,7 @@ from srlm_pl.kd.topk_store import (
     dataset_fingerprint,
     template_fingerprint,
     tokenizer_fingerprint,
+    tokens_fingerprint,
     write_manifest,
 )
 from srlm_pl.losses.chunked import head_logits
@@ -102,7 +103,7 @@ def write_store(model: nn.Module, tokenizer: Any, datamodule: Any, out: str | Pa
                     temperature=temperature, device=device)
         sha, n_rows = dataset_fingerprint(dataset)
         entries[split] = writer.close({"source": datamodule.sources[split].describe(), "sha256": sha,
-                                       "n_rows": n_rows})
+                                       "n_rows": n_rows, "tokens_sha256": tokens_fingerprint(dataset)})
         log.info("%s: %d examples, %d completion tokens", split, entries[split]["n_examples"],
                  entries[split]["n_tokens"])
     if not entries:

@@ -44,7 +44,13 @@ from srlm_pl.data.collate import prompts_from_batch
 from srlm_pl.generation.engine import SamplingConfig, generate
 from srlm_pl.kd.batch import batch_from_generation
 from srlm_pl.kd.teacher import TEACHER_KEY, check_vocabulary, head_rows, load_teacher, place_teacher
-from srlm_pl.kd.topk_store import TopKStore, dataset_fingerprint, teacher_record, template_fingerprint
+from srlm_pl.kd.topk_store import (
+    TopKStore,
+    dataset_fingerprint,
+    teacher_record,
+    template_fingerprint,
+    tokens_fingerprint,
+)
 from srlm_pl.losses.kd import DIVERGENCES, Divergence
 from srlm_pl.models.forward import (
     completion_positions,
@@ -264,7 +270,8 @@ class DistillModule(PostTrainingModule):
             if split not in ("train", "val"):
                 continue
             sha, n_rows = dataset_fingerprint(dataset)
-            data = {"source": datamodule.sources[split].describe(), "sha256": sha, "n_rows": n_rows}
+            data = {"source": datamodule.sources[split].describe(), "sha256": sha, "n_rows": n_rows,
+                    "tokens_sha256": tokens_fingerprint(dataset)}
             store.check_data(split, data, template, data_key=f"data.init_args.{split}")
 
     @property

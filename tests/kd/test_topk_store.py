@@ -19,6 +19,7 @@ from srlm_pl.kd.topk_store import (
     rows_fingerprint,
     template_fingerprint,
     tokenizer_fingerprint,
+    tokens_fingerprint,
     write_manifest,
 )
 from srlm_pl.kd.topk_writer import teacher_topk
@@ -154,6 +155,32 @@ def test_refuses_other_data_or_template_naming_both(tmp_path, key, tiny_tokenize
         store.check_data("train", same, plain, data_key="data.init_args.train")
     with pytest.raises(StoreMismatchError, match=r"has no 'val' split \(it has train\) but data.init_args.val is set"):
         store.check_data("val", same, template, data_key="data.init_args.val")
+
+
+def test_refuses_other_input_ids_of_the_same_rows(tmp_path, key, tiny_tokenizer):
+    """The split's tokenized input_ids are fingerprinted too (``tokens_fingerprint``, in order, row by row)."""
+    import datasets
+
+    def tokenized(rows):
+        return datasets.Dataset.from_list([{"input_ids": r} for r in rows])
+
+    ids = [[1, 2, 3], [4, 5]]
+    assert tokens_fingerprint(tokenized(ids)) != tokens_fingerprint(tokenized([[1, 2], [3, 4, 5]]))
+    writer = ShardWriter(tmp_path, "train", key)
+    writer.add("gen-0", *_example(2, 0))
+    entry = writer.close({"source": "builtin(level=1, n=3, seed=0)", "sha256": rows_fingerprint(ROWS), "n_rows": 3,
+                          "tokens_sha256": tokens_fingerprint(tokenized(ids))})
+    write_manifest(tmp_path, key, {"train": entry})
+    store = TopKStore(tmp_path, where="model.init_args.teacher_logits")
+    template = template_fingerprint(PromptTemplate(), tiny_tokenizer)
+    same = {"source": "builtin(level=1, n=3, seed=0)", "sha256": rows_fingerprint(ROWS), "n_rows": 3,
+            "tokens_sha256": tokens_fingerprint(tokenized(ids))}
+    store.check_data("train", same, template, data_key="data.init_args.train")
+    other = {**same, "tokens_sha256": tokens_fingerprint(tokenized([[1, 2, 3], [4, 6]]))}
+    with pytest.raises(StoreMismatchError, match=rf"'train' split was tokenized to other input_ids \(sha256 "
+                                                 rf"{same['tokens_sha256'][:12]}\) than data.init_args.train in this "
+                                                 rf"run \(sha256 {other['tokens_sha256'][:12]}\)"):
+        store.check_data("train", other, template, data_key="data.init_args.train")
 
 
 @pytest.mark.parametrize("k", [4, 23])

@@ -208,6 +208,26 @@ def test_configure_model_refuses_another_temperature_or_teacher(store, teacher_d
         module.configure_model()
 
 
+def test_fit_refuses_a_store_whose_input_ids_differ_from_this_runs_tokenization(store, teacher_dir, tmp_path):
+    """Same vocabulary, special ids, rows and template, but a tokenizer without its BPE merges, so the prompts and
+    completions become other input_ids: refused at setup, naming the split and both fingerprints."""
+    other = tmp_path / "no_merges"
+    shutil.copytree(teacher_dir, other)
+    spec = json.loads((other / "tokenizer.json").read_text())
+    assert spec["model"]["merges"]
+    spec["model"]["merges"] = []
+    (other / "tokenizer.json").write_text(json.dumps(spec))
+    data = SFTDataModule(train=DataSource(builtin=BuiltinProblems(**TRAIN)),  # the store's rows, longer in tokens
+                         val=DataSource(builtin=BuiltinProblems(**VAL)),
+                         template=PromptTemplate(style="chat", answer_format="gsm8k"),
+                         tokenizer=ModelSpec(name_or_path=str(other)), batch_size=4, max_length=2048)
+    module = make_module(teacher_dir, store, tok=str(other))
+    with pytest.raises(StoreMismatchError, match=r"the store's 'train' split was tokenized to other input_ids \(sha256 "
+                                                 r"[0-9a-f]{12}\) than data.init_args.train in this run \(sha256 "
+                                                 r"[0-9a-f]{12}\)"):
+        make_trainer(tmp_path, 1).fit(module, datamodule=data)
+
+
 @pytest.fixture
 def own_store(store, teacher_dir, tmp_path) -> tuple[Path, Path]:
     """A copy of the teacher folder and of the store, whose manifest names the copy (as if built from it)."""
