@@ -198,3 +198,38 @@ def test_teacher_topk_matches_a_direct_float64_computation(k):
         torch.testing.assert_close(tail.double(), torch.log1p(-top.exp().sum(-1)), rtol=1e-4, atol=1e-5)
     else:
         assert torch.equal(tail, torch.full((7,), -torch.inf))
+
+
+def test_teacher_record_fingerprints_local_weights_and_cached_hub_commits(tmp_path, monkeypatch):
+    """A local folder: resolved path, config and weights sha256 (retrained weights change it, a relative path does
+    not); a hub id: the commit of its cached snapshot (offline), ``None`` when that revision is not cached."""
+    import hashlib
+
+    from huggingface_hub import constants
+
+    from srlm_pl.kd.topk_store import teacher_record
+    from srlm_pl.models.loading import ModelSpec
+
+    folder = tmp_path / "teacher"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "qwen2"}')
+    (folder / "model.safetensors").write_bytes(b"weights-v1" * 1000)
+    monkeypatch.chdir(tmp_path)
+    record = teacher_record(ModelSpec(name_or_path="teacher", dtype="bfloat16"))
+    assert record["name_or_path"] == str(folder.resolve()) and record["dtype"] == "bfloat16"
+    assert record["config_sha256"] == hashlib.sha256(b'{"model_type": "qwen2"}').hexdigest()
+    assert record == teacher_record(ModelSpec(name_or_path=str(folder), dtype="bfloat16"))
+    (folder / "model.safetensors").write_bytes(b"weights-v2" * 1000)
+    retrained = teacher_record(ModelSpec(name_or_path="teacher", dtype="bfloat16"))
+    assert retrained["weights_sha256"] != record["weights_sha256"]
+    assert {k: v for k, v in retrained.items() if k != "weights_sha256"} == \
+        {k: v for k, v in record.items() if k != "weights_sha256"}
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--org--teacher"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_text("{}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert teacher_record(ModelSpec(name_or_path="org/teacher"))["hub_commit"] == commit
+    assert teacher_record(ModelSpec(name_or_path="org/teacher", revision="v2"))["hub_commit"] is None
