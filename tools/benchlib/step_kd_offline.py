@@ -1,5 +1,5 @@
 """KD workload ``offline-topk``: ``DistillModule`` with ``teacher_logits:`` (the teacher's top-``--k`` log-probs and
-tail mass read from a store) against the same module running its teacher online, on the SmolLM2 pair of the
+tail log-mass read from a store) against the same module running its teacher online, on the SmolLM2 pair of the
 ``mixed`` / ``on-policy`` workloads (teacher SmolLM2-135M-Instruct in ``--teacher_dtype``, student its first 2
 layers), off-policy (``lmbda: 0``), forward KL (``beta: 0``; over the top-k + tail buckets offline, over the whole
 vocabulary online), GSM8K train rows (``--batch`` x (``--warmup`` + ``--steps``) of them, the anchor's template and
@@ -7,14 +7,15 @@ max length 256), ``--precision``, loss chunk ``--chunk``.
 
 Three fresh processes in one session: the store is built first (its build time, size and tokens are reported:
 ``store_mb_per_1m_tokens`` = bytes per completion token), then the online and the offline run, each timed from the
-start to the end of a step (``s_per_step``, warm-up steps excluded) with the whole process's peak resident set
-size (``peak_rss_gib``, which includes loading's transient copies: the high-water mark read just before it is
-reset, and the one after training, whichever is larger), the peak above the process's size before the fit
-(``peak_extra_gib``) and the peak of the training steps alone (``train_peak_rss_gib``: the high-water mark is reset
-once the models are loaded; weights, optimizer state, activations, the store's pages). The reset (``clear_refs``)
-also resets ``getrusage``'s ``ru_maxrss``, so neither alone gives the whole-process peak afterwards. On CUDA
-``peak_gpu_gib`` is ``max_memory_allocated``. The row gives the offline figures and ``time_vs_online``,
-``train_peak_vs_online``, ``peak_rss_vs_online``, ``peak_extra_vs_online`` (offline divided by online).
+start to the end of a step (``s_per_step``, warm-up steps excluded) with the whole process's peak resident set size
+(``peak_rss_gib``, which includes loading's transient copies: the high-water mark read just before it is reset, and
+the one after training, whichever is larger), the peak above the process's size before the fit (``peak_extra_gib``),
+the peak up to the reset (``load_peak_rss_gib``: loading included) and the peak of the training steps alone
+(``train_peak_rss_gib``: the high-water mark is reset once the models are loaded; weights, optimizer state,
+activations, the store's pages). The reset (``clear_refs``) also resets ``getrusage``'s ``ru_maxrss``, so neither
+alone gives the whole-process peak afterwards. On CUDA ``peak_gpu_gib`` is ``max_memory_allocated``. The row gives
+the offline figures and ``time_vs_online``, ``train_peak_vs_online``, ``peak_rss_vs_online``,
+``peak_extra_vs_online`` (offline divided by online).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def compare(cfg: dict[str, Any]) -> Row:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     keys = ("s_per_step", "s_per_step_median", "step_times", "peak_rss_gib", "peak_extra_gib", "train_peak_rss_gib",
-            "rss_train_start_gib")
+            "rss_train_start_gib", "load_peak_rss_gib")
     row = {**offline, **{f"online_{k}": online[k] for k in keys},
            **{f"store_{k}": v for k, v in store.items()}, "k": cfg["k"]}
     row["loadavg_1_5_15_before_after"] = [list(load_before), list(os.getloadavg())]
@@ -104,6 +105,7 @@ def worker(cfg: SimpleNamespace) -> Row:
                       callbacks=(window,))
     peak = window.process_peak()
     row = {**timer.clock.summary(cfg.warmup), "peak_rss_gib": peak, "peak_extra_gib": peak - before,
+           "load_peak_rss_gib": window.before_reset,
            "rss_before_gib": before, "train_peak_rss_gib": window.peak(), "rss_train_start_gib": window.start,
            "fit_wall_s": wall, "teacher_loaded": module._teacher.model is not None}
     if cfg.device.startswith("cuda"):
