@@ -1,6 +1,7 @@
 """Thin ctypes wrappers for the Linux calls the sandbox needs and Python 3.11's ``os`` lacks.
 
-``unshare``, ``mount``, ``umount2``, ``pivot_root``, ``sethostname`` and ``prctl``; each raises ``OSError``
+``unshare``, ``mount``, ``umount2``, ``pivot_root``, ``sethostname`` and ``prctl`` (and SysV IPC clean-up);
+each raises ``OSError``
 with the errno and the call's arguments, so a refused namespace or mount names itself in the error.
 Only the sandbox launcher and the processes inside the sandbox use this module.
 """
@@ -42,6 +43,13 @@ _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.shmctl.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+_libc.msgctl.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+_libc.semctl.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+IPC_RMID = 0
+# (control call, its *_INFO command, its *_STAT command) for shared memory, message queues, semaphores
+_SYSV = ((_libc.shmctl, 14, 13), (_libc.msgctl, 12, 11),
+         (lambda i, cmd, buf: _libc.semctl(i, 0, cmd, buf), 19, 18))
 
 
 def _check(ret: int, what: str) -> None:
@@ -82,3 +90,20 @@ def sethostname(name: str) -> None:
 
 def prctl(option: int, arg: int) -> None:
     _check(_libc.prctl(option, arg, 0, 0, 0), f"prctl({option}, {arg})")
+
+
+def remove_sysv_ipc() -> int:
+    """Remove every SysV shared memory segment, message queue and semaphore set of the caller's IPC
+    namespace (the caller must own it, e.g. be root of its user namespace); how many were removed.
+
+    A removed segment with no process attached is freed before ``shmctl`` returns, unlike the objects of an
+    IPC namespace that is merely left behind, which the kernel frees later from a work queue."""
+    buffer = ctypes.create_string_buffer(512)  # larger than shmid_ds, msqid_ds, semid_ds and their *_info
+    removed = 0
+    for control, info, stat in _SYSV:
+        highest = control(0, info, buffer)
+        for index in range(max(highest, -1) + 1):
+            ident = control(index, stat, buffer)
+            if ident >= 0 and control(ident, IPC_RMID, None) == 0:
+                removed += 1
+    return removed

@@ -9,8 +9,8 @@ tests' own frame, ``tests_bytes`` long, neither of which the zygote ever reads):
 2. fork the candidate (stdin/stdout to /dev/null first, so it can reach neither the job pipe nor the
    result pipe to the parent), then fork the tests process, which reads the token and the tests from stdin
    itself: neither is ever in the memory of the zygote, so no candidate (a fork of it) can find them, in
-   its frames, its garbage collector or freed heap; each child enters its own IPC namespace, so SysV
-   objects die with the job;
+   its frames, its garbage collector or freed heap; each job gets an IPC namespace of its own, and its
+   SysV objects are removed (and their memory freed) when the job ends;
 3. wait for the tests' report until the wall-clock deadline, then ``kill(-1, SIGKILL)``: as PID 1 of the
    namespace this kills every process the job started, whatever it did (``setsid``, double fork);
 4. send the parent the raw report (token first, the parent checks it), whether the deadline hit, and how
@@ -58,7 +58,6 @@ def _to_devnull() -> None:
 
 def _candidate_main(job: dict, fds: dict[str, int], limits: confine.Limits) -> None:
     _to_devnull()  # first of all: the job pipe (and the token and tests behind it) and the parent's pipe are gone
-    syscalls.unshare(syscalls.CLONE_NEWIPC)  # SysV objects of this job die with it
     confine.confine(confine.CANDIDATE_UID, "/tmp/c", limits, (0, 1, 2, fds["c_in"], fds["c_out"]))
     candidate.serve(job["program"], fds["c_in"], fds["c_out"])
 
@@ -68,7 +67,6 @@ def _tests_main(job: dict, fds: dict[str, int], limits: confine.Limits) -> None:
     tests = protocol.receive(0, int(job["tests_bytes"]))
     protocol.write_all(fds["result"], b"A")  # tells the zygote the token and the tests left the job pipe
     _to_devnull()
-    syscalls.unshare(syscalls.CLONE_NEWIPC)
     confine.confine(confine.TESTS_UID, "/tmp/t", limits, (0, 1, 2, fds["t_in"], fds["t_out"], fds["result"]))
     outcome = harness.run_tests(str(tests), job.get("entry_point"), harness.Remote(fds["t_out"], fds["t_in"]))
     harness.report(fds["result"], token, outcome)
@@ -132,6 +130,7 @@ def _ending(status: int | None) -> str:
 
 def run_job(job: dict, limits: confine.Limits) -> dict[str, Any]:
     fresh_tmp()
+    syscalls.unshare(syscalls.CLONE_NEWIPC)  # this job's SysV objects are invisible to every other job
     fds: dict[str, int] = {}
     fds["c_in"], fds["t_out"] = os.pipe()  # tests -> candidate: requests
     fds["t_in"], fds["c_out"] = os.pipe()  # candidate -> tests: replies
@@ -146,6 +145,7 @@ def run_job(job: dict, limits: confine.Limits) -> dict[str, Any]:
     # the candidate's ending is only meaningful if it ended on its own, before the kill below
     natural = os.waitpid(cpid, os.WNOHANG)
     statuses = _kill_everything()
+    syscalls.remove_sysv_ipc()  # no process is left to hold them: their memory is back before the next job
     ending = _ending(natural[1]) if natural[0] == cpid else ("killed" if cpid in statuses else "unknown")
     report = data[1:] if data.startswith(b"A") else b""
     # no acknowledgement: an unknown part of the token and tests is still on the job pipe, which the zygote
@@ -161,6 +161,7 @@ def serve(limits: confine.Limits, info: dict[str, Any]) -> None:
             importlib.import_module(name)
         except ImportError:
             pass
+    syscalls.unshare(syscalls.CLONE_NEWIPC)  # fails here, before "ready", where every job's would fail
     gc.collect()
     gc.freeze()  # forked jobs never scan (and so never copy) the zygote's objects
     protocol.send(1, {"ready": True, **info})
