@@ -16,9 +16,11 @@ import time
 import pytest
 
 from srlm_pl.verifiers import SandboxUnavailable, verify_code, warmup_code
+from srlm_pl.verifiers.code import host, protocol
 from srlm_pl.verifiers.code.api import restart_pool
 from srlm_pl.verifiers.code.confine import CANDIDATE_UID, TESTS_UID
 from srlm_pl.verifiers.code.launcher import ID_COUNT, id_base
+from srlm_pl.verifiers.code.pool import Sandbox
 
 # hidden expected values a program cannot guess: only reading the tests gives them
 HIDDEN = "assert f(12345) == 98765\nassert f(3) == 70001\n"
@@ -199,3 +201,20 @@ def test_host_id_ranges_of_live_launchers_never_overlap() -> None:
     assert max(CANDIDATE_UID, TESTS_UID) < ID_COUNT
     with pytest.raises(ValueError, match="pid"):
         id_base(1 << 22)
+
+
+def test_a_sandbox_whose_tests_process_left_input_on_the_pipe_retires() -> None:
+    box = Sandbox({"prefix": host.prefix(), "libraries": list(host.libraries())})
+    try:
+        good = {"program": "def f(x):\n    return x + 1\n", "entry_point": "f", "timeout": 2.0, "limits": {}}
+        assert box.run({**good, "tests": "assert f(1) == 2\n"}, os.urandom(16), 3.0)["retire"] is False
+        # announce fewer bytes than the tests frame has: the tests process refuses it and dies unacknowledged,
+        # leaving bytes on the job pipe that the zygote must not read
+        tests = protocol.encode_frame("assert f(1) == 2\n")
+        head = protocol.encode_frame({**good, "tests_bytes": 3})
+        protocol.write_all(box.proc.stdin.fileno(), head + os.urandom(16) + tests)
+        answer = protocol.receive(box.proc.stdout.fileno(), 1 << 20)
+        assert answer["retire"] is True and answer["report"] == ""
+        assert box.proc.wait(timeout=5.0) is not None  # the zygote ended, and with it the launcher
+    finally:
+        box.close()
