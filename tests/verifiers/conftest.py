@@ -25,3 +25,14 @@ def real_data() -> Path:
     if not (root / "gsm8k" / "test.jsonl").is_file() or not (root / "math500" / "test.jsonl").is_file():
         pytest.skip(f"real data not found at {root} (set SRLM_SHARED_DATA to the shared/data folder)")
     return root
+
+
+@pytest.fixture(scope="module")
+def code_sandbox() -> dict:
+    """The code sandbox pool, warm (its setup details), or a skip naming why sandboxes cannot start here."""
+    from srlm_pl.verifiers import SandboxUnavailable, warmup_code
+
+    try:
+        return warmup_code()
+    except SandboxUnavailable as exc:
+        pytest.skip(f"code sandbox unavailable on this machine: {exc}")

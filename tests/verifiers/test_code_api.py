@@ -8,18 +8,13 @@ import time
 
 import pytest
 
-from srlm_pl.verifiers import SandboxUnavailable, Verdict, verify_code, verify_code_batch, warmup_code
+from srlm_pl.verifiers import SandboxUnavailable, Verdict, verify_code, verify_code_batch
 
 ADD = "def add(a, b):\n    return a + b\n"
 ADD_TESTS = "assert add(2, 3) == 5\nassert add('a', 'b') == 'ab'\nassert add((1,), (2,)) == (1, 2)\n"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def sandbox() -> dict:
-    try:
-        return warmup_code()
-    except SandboxUnavailable as exc:
-        pytest.skip(f"code sandbox unavailable on this machine: {exc}")
+pytestmark = pytest.mark.usefixtures("code_sandbox")  # a warm sandbox pool, or a skip with the reason
 
 
 def test_correct_and_bool() -> None:

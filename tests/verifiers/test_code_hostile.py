@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from srlm_pl.verifiers import SandboxUnavailable, Verdict, verify_code, warmup_code
+from srlm_pl.verifiers import Verdict, verify_code
 from srlm_pl.verifiers.code.api import restart_pool, sandbox_pool
 from srlm_pl.verifiers.code.confine import CANDIDATE_UID, TESTS_UID
 from srlm_pl.verifiers.code.pool import SandboxPool
@@ -29,12 +29,7 @@ TESTS = "assert f(1) == 2\nassert f(41) == 42\n"
 TIMEOUT = 1.5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def sandbox() -> dict:
-    try:
-        return warmup_code()
-    except SandboxUnavailable as exc:
-        pytest.skip(f"code sandbox unavailable on this machine: {exc}")
+pytestmark = pytest.mark.usefixtures("code_sandbox")  # a warm sandbox pool, or a skip with the reason
 
 
 @pytest.fixture()

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from srlm_pl.verifiers import SandboxUnavailable, verify_code, warmup_code
+from srlm_pl.verifiers import verify_code
 from srlm_pl.verifiers.code import host, protocol
 from srlm_pl.verifiers.code.api import restart_pool
 from srlm_pl.verifiers.code.confine import CANDIDATE_UID, TESTS_UID
@@ -61,12 +61,7 @@ _tests = _steal()
 ''' + TABLE_FROM
 
 
-@pytest.fixture(scope="module", autouse=True)
-def sandbox() -> dict:
-    try:
-        return warmup_code()
-    except SandboxUnavailable as exc:
-        pytest.skip(f"code sandbox unavailable on this machine: {exc}")
+pytestmark = pytest.mark.usefixtures("code_sandbox")  # a warm sandbox pool, or a skip with the reason
 
 
 @pytest.fixture()
