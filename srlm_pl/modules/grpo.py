@@ -340,7 +340,8 @@ class GRPOModule(PostTrainingModule):
         return {"rollout": rollout, "zero_var": zero_var}, stats
 
     def attach_logprobs(self, rollout: Rollout) -> Rollout:
-        """Old log-probs (μ > 1), reference log-probs (β > 0) and teacher log-probs, computed once per rollout."""
+        """Old log-probs (μ > 1 or several minibatches), reference log-probs (β > 0) and teacher log-probs,
+        computed once per rollout."""
         old = ref = teacher = None
         with torch.no_grad():
             if self.mu > 1 or self.num_minibatches > 1:  # the policy moves before the last minibatch
