@@ -187,11 +187,16 @@ def kd_total(chunks: list[tuple[Tensor, Tensor]], targets: Tensor, alpha: float,
     ce_sum = torch.zeros((), dtype=torch.float32, device=device)
     for kd_c, ce_c in chunks:
         kd_sum, ce_sum = kd_sum + kd_c, ce_sum + ce_c
+    denom = (targets != ignore_index).sum().clamp(min=1).float()
+    loss = alpha * ce_sum / denom + (1.0 - alpha) * kd_sum / denom
+    return loss, kd_metrics(loss, kd_sum, ce_sum, targets, ignore_index)
+
+
+def kd_metrics(loss: Tensor, kd_sum: Tensor, ce_sum: Tensor, targets: Tensor, ignore_index: int) -> dict[str, Tensor]:
+    """The KD losses' metrics (detached): ``loss``, ``kd`` and ``ce`` token means, ``kd_sum``, ``ce_sum`` and
+    ``n_tokens`` (targets != ``ignore_index``) for re-normalisation over processes."""
     n_tokens = (targets != ignore_index).sum()
     denom = n_tokens.clamp(min=1).float()
-    kd_mean, ce_mean = kd_sum / denom, ce_sum / denom
-    loss = alpha * ce_mean + (1.0 - alpha) * kd_mean
-    metrics = {"loss": loss, "kd": kd_mean, "ce": ce_mean, "kd_sum": kd_sum, "ce_sum": ce_sum}
-    metrics = {k: v.detach() for k, v in metrics.items()}
-    metrics["n_tokens"] = n_tokens.detach()
-    return loss, metrics
+    metrics = {"loss": loss, "kd": kd_sum / denom, "ce": ce_sum / denom, "kd_sum": kd_sum, "ce_sum": ce_sum,
+               "n_tokens": n_tokens}
+    return {k: v.detach() for k, v in metrics.items()}

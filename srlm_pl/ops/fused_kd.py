@@ -26,6 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from srlm_pl.losses.kd import kd_metrics
 from srlm_pl.ops.common import applies, backward_once, logsumexp_into, matmul_dtype, scale_grad_
 
 TAIL = 32  # the last chunk's row count is rounded up to a multiple of this
@@ -151,11 +152,7 @@ def fused_kd_loss(student_hidden: Tensor, teacher_hidden: Tensor, student_head: 
     # the teacher's head runs inside forward (autograd is off there); its hidden states are detached
     loss, kd_sum, ce_sum = _FusedKD.apply(student_hidden, weight, teacher_hidden.detach(), teacher_head, targets,
                                           opts)
-    n_tokens = (targets != ignore_index).sum()
-    denom = n_tokens.clamp(min=1).float()
-    metrics = {"loss": loss.detach(), "kd": kd_sum / denom, "ce": ce_sum / denom, "kd_sum": kd_sum,
-               "ce_sum": ce_sum, "n_tokens": n_tokens}
-    return loss, metrics
+    return loss, kd_metrics(loss, kd_sum, ce_sum, targets, ignore_index)
 
 
 __all__ = ["applies", "fused_kd_loss"]

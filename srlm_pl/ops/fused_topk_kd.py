@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from srlm_pl.losses.kd import Divergence, divergence_logprobs
+from srlm_pl.losses.kd import Divergence, divergence_logprobs, kd_metrics
 from srlm_pl.ops.common import applies, backward_once, matmul_dtype, scale_grad_
 from srlm_pl.ops.fused_kd import TAIL
 
@@ -148,11 +148,7 @@ def fused_topk_kd_loss(student_hidden: Tensor, student_head: nn.Linear, targets:
             "ignore": ignore_index, "mm_dtype": matmul_dtype(weight)}
     loss, kd_sum, ce_sum = _FusedTopKKD.apply(student_hidden, weight, targets, topk_ids.long(),
                                               topk_logprobs.float(), tail_log.float(), opts)
-    n_tokens = (targets != ignore_index).sum()
-    denom = n_tokens.clamp(min=1).float()
-    metrics = {"loss": loss.detach(), "kd": kd_sum / denom, "ce": ce_sum / denom, "kd_sum": kd_sum,
-               "ce_sum": ce_sum, "n_tokens": n_tokens}
-    return loss, metrics
+    return loss, kd_metrics(loss, kd_sum, ce_sum, targets, ignore_index)
 
 
 __all__ = ["applies", "fused_topk_kd_loss"]
