@@ -28,9 +28,10 @@ LengthPolicy = Literal["drop", "truncate", "error"]
 
 
 def tokenize_sft(row: dict[str, Any], tokenizer: Any, template: PromptTemplate) -> dict[str, Any]:
-    """Prompt and completion tokenized separately (a clean boundary), EOS appended to the completion."""
+    """Prompt and completion tokenized separately (a clean boundary), EOS appended to the completion; a row
+    marked ``trace`` (a reasoning trace) keeps its completion verbatim (``PromptTemplate.completion``)."""
     prompt = template.prompt(row["question"], tokenizer)
-    completion = template.completion(row["solution"], row["answer"])
+    completion = template.completion(row["solution"], row["answer"], trace=bool(row.get("trace")))
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     return {"input_ids": prompt_ids + completion_ids, "prompt_len": len(prompt_ids),

@@ -29,9 +29,11 @@ from srlm_pl.data.collate import (
     tokenize_prompt,
     tokenize_sft,
 )
+from srlm_pl.data.lengths import LengthStats, check_dropped_at_most_half, length_stats
 from srlm_pl.data.sampling import ResumableDataLoader, ResumableSampler
-from srlm_pl.data.sources import DataSource, LoadReport, load_rows
+from srlm_pl.data.sources import DataError, DataSource, LoadReport, load_rows
 from srlm_pl.data.templates import PromptTemplate
+from srlm_pl.data.traces import THINK_CLOSE, THINK_OPEN
 from srlm_pl.models.loading import ModelSpec, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -90,7 +92,9 @@ class BaseDataModule(L.LightningDataModule):
                 CLI, so it is never set by hand there.
             batch_size: training examples (or packed rows, or prompts) per batch and per process.
             eval_batch_size: batch size for validation/test (default: ``batch_size``).
-            max_length: longest tokenized example (prompt + completion; for prompt data: the prompt).
+            max_length: longest tokenized example (prompt + completion; for prompt data: the prompt). Each
+                split's p50 / p90 / max example tokens are logged before training; a ``max_length`` at which the
+                length policy drops more than half of a split is an error.
             length_policy: what to do with longer examples: ``drop`` (counted), ``truncate`` (cut the
                 completion; counted) or ``error``.
             num_workers: DataLoader worker processes.
@@ -115,6 +119,7 @@ class BaseDataModule(L.LightningDataModule):
         self.datasets: dict[str, Any] = {}
         self.lengths: dict[str, list[int]] = {}
         self.reports: dict[str, tuple[LoadReport, LengthReport]] = {}
+        self.length_stats: dict[str, LengthStats] = {}
 
     @property
     def tokenizer(self) -> Any:
@@ -142,32 +147,56 @@ class BaseDataModule(L.LightningDataModule):
         if src is None:
             raise ValueError(f"data.{split} is not set")
         rows, load_report = load_rows(src, need=self.need)
+        traced = next((r for r in rows if r.get("trace")), None)
+        if traced is not None and self.kind == "sft":
+            self._check_trace_prompt(traced["question"], split)
         key = self._cache_key(rows)
         cache_file = _cache_dir(self.cache_dir) / f"{self.kind}-{key}.arrow"
         ds = datasets.Dataset.from_list(rows).map(
             self._tokenize_fn(), fn_kwargs={"tokenizer": self.tokenizer, "template": self.template},
             cache_file_name=str(cache_file), new_fingerprint=key, load_from_cache_file=True,
             desc=f"tokenizing {split}")
+        where = f"data.{split} ({src.describe()})"
+        stats = length_stats(ds["length"])
         keep, lengths, length_report = length_filter(
-            ds["length"], ds["prompt_len"], ds["id"], self.max_length, self.length_policy,
-            where=f"data.{split} ({src.describe()})")
+            ds["length"], ds["prompt_len"], ds["id"], self.max_length, self.length_policy, where=where)
         if not keep:
-            raise ValueError(f"data.{split} ({src.describe()}): every example is longer than "
-                             f"max_length={self.max_length}; raise data.max_length")
+            raise ValueError(f"{where}: every example is longer than max_length={self.max_length}; raise "
+                             f"data.max_length ({stats.text()})")
+        check_dropped_at_most_half(length_report, stats, where, self.max_length, self.length_policy)
         ds = ds.select(keep) if len(keep) < len(ds) else ds
         self.reports[split] = (load_report, length_report)
+        self.length_stats[split] = stats
         self.lengths[split] = lengths
-        log.info("data.%s %s: %d rows read, %d bad rows skipped, %d too long dropped, %d truncated, %d kept",
-                 split, src.describe(), load_report.read, load_report.skipped, length_report.dropped,
-                 length_report.truncated, len(ds))
+        log.info("data.%s %s: %d rows read, %d bad rows skipped%s, %s, %d too long dropped, %d truncated "
+                 "(max_length %d), %d kept", split, src.describe(), load_report.read, load_report.skipped,
+                 f" ({load_report.counts_text()})" if load_report.skipped else "", stats.text(),
+                 length_report.dropped, length_report.truncated, self.max_length, len(ds))
         return ds
 
+    def _check_trace_prompt(self, question: str, split: str) -> None:
+        """Reasoning traces bring their own ``<think>``: a chat template whose generation prompt already opens
+        (or opens and closes) a think block would put the trace's block inside another one."""
+        if self.template.style != "chat":
+            return
+        tail = self.template.prompt(question, self.tokenizer).rsplit(question, 1)[-1]
+        if THINK_OPEN in tail or THINK_CLOSE in tail:
+            raise DataError(
+                f"data.{split}: the data holds reasoning traces that start with {THINK_OPEN}, but the tokenizer's chat "
+                f"template ({self.tokenizer.name_or_path}) already writes a think block into the generation prompt "
+                f"({tail[-40:]!r}); use a tokenizer whose template does not (Qwen2.5's) or "
+                "data.init_args.template.style: plain")
+
     def stats(self) -> dict[str, int]:
-        """Counts for logging: bad rows skipped and examples dropped/truncated, per split."""
+        """Counts for logging, per split: rows kept, bad rows skipped, examples dropped/truncated by the length
+        policy, and the p50 / p90 / max example tokens before it."""
         out = {}
         for split, (lr, ln) in self.reports.items():
+            st = self.length_stats[split]
             out |= {f"data/{split}_rows": lr.kept, f"data/{split}_bad_rows_skipped": lr.skipped,
-                    f"data/{split}_too_long_dropped": ln.dropped, f"data/{split}_truncated": ln.truncated}
+                    f"data/{split}_too_long_dropped": ln.dropped, f"data/{split}_truncated": ln.truncated,
+                    f"data/{split}_tokens_p50": st.p50, f"data/{split}_tokens_p90": st.p90,
+                    f"data/{split}_tokens_max": st.max}
         return out
 
     def setup(self, stage: str | None = None) -> None:

@@ -10,15 +10,20 @@ A ``DataSource`` is one of:
   which is the layout of ``../shared/data``;
 - anything else is a Hugging Face dataset id loaded with ``datasets.load_dataset(path, config, split)``.
 
-Every row is normalised to ``{"id", "question", "solution", "answer"}``. A row with a missing, empty or
-wrongly typed field, or a malformed JSON line, raises ``DataError`` naming ``file:line`` (or
-``dataset[split] row N``) and the field, or is skipped and counted when ``on_bad_row: skip``.
+Rows come in one of three ``format``s: ``fields`` (a field per question / solution / answer), ``r1`` (CAMEL's
+reasoning-trace fields, ``srlm_pl.data.traces.R1_FIELDS``) or ``messages`` (chat turns). Every row is normalised to
+``{"id", "question", "solution", "answer"}``; rows whose solution is a reasoning trace (``r1``, ``messages``)
+also carry ``"trace": True``, and the template then keeps that completion verbatim. A row with a missing, empty
+or wrongly typed field, a malformed JSON line or a bad trace raises ``DataError`` naming ``file:line`` (or
+``dataset[split] row N``), the field and the problem, or is skipped and counted per problem when
+``on_bad_row: skip``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,14 +32,28 @@ from typing import Any, Literal
 from srlm_pl.data.answers import gold_from_solution
 from srlm_pl.data.code_sources import CODE_FIELDS, CODE_PATHS, BuiltinCodeTasks, read_builtin_code, read_humaneval
 from srlm_pl.data.generators import WordProblemGenerator, difficulty_preset
+from srlm_pl.data.traces import R1_FIELDS, TraceProblem, check_trace, gold_from_text, split_messages
 from srlm_pl.verifiers.code_task import is_code_gold
 
 log = logging.getLogger(__name__)
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
+AUTO = "auto"  # a ``*_field`` default: the format's own field name
+FORMAT_FIELDS: dict[str, dict[str, str | None]] = {
+    "fields": {"question_field": "question", "solution_field": "answer", "answer_field": None},
+    "r1": dict(R1_FIELDS),
+    "messages": {"question_field": None, "solution_field": None, "answer_field": None},
+}
 
 
 class DataError(ValueError):
-    """Bad input data; the message names the file/dataset, the row and the field."""
+    """Bad input data; the message names the file/dataset, the row and the field.
+
+    ``problem`` is the short kind of problem (``no closing </think>``, ``field 'question' is empty``) that
+    ``on_bad_row: skip`` counts rows by."""
+
+    def __init__(self, message: str, problem: str | None = None) -> None:
+        super().__init__(message)
+        self.problem = problem or "bad row"
 
 
 @dataclass
@@ -76,12 +95,24 @@ class DataSource:
             are ignored) and give code-task golds.
         config: Hugging Face dataset config name (``main`` for GSM8K).
         split: split name (``train``, ``test``, or a slice such as ``train[:512]`` for hub datasets).
+        format: how a row holds its parts. ``fields``: one field each for question, solution and answer.
+            ``r1``: reasoning traces in CAMEL's fields (``camel-ai/gsm8k_distilled``: question ``problem``,
+            solution ``reasoning_solution``, answer ``groud_truth_solution``, unless the ``*_field`` arguments
+            are set); the answer field may be a bare answer, ``#### N`` or hold a ``\\boxed{}``. ``messages``:
+            chat turns in ``messages_field``; the first user turn is the question, the last assistant turn the
+            solution. In ``r1`` and ``messages`` every solution must be one ``<think> ... </think>`` block
+            followed by a final answer (``\\boxed{}``, ``#### N`` or "The answer is N"), and it becomes the
+            completion verbatim (``template.answer_format`` and ``strip_calculator`` do not apply).
+        messages_field: field holding the chat turns (``format: messages``), a list of ``{role, content}``.
         question_field: field holding the question; a list joins several fields as sentences (a period is
             added after a field that does not end in ``.``, ``?`` or ``!``; SVAMP: ``[Body, Question]``).
+            ``auto``: the format's (``question``; ``r1``: ``problem``); not used by ``messages``.
         solution_field: field holding a worked solution (GSM8K ``answer``, MATH ``solution``); ``null``
             when the data has only final answers (then it can be used for RL/evaluation, not SFT).
+            ``auto``: the format's (``answer``; ``r1``: ``reasoning_solution``); not used by ``messages``.
         answer_field: field holding the final answer (MATH ``answer``); ``null`` extracts it from the
-            solution's ``#### N`` or last ``\\boxed{}``.
+            solution's ``#### N`` or last ``\\boxed{}`` (a trace's: from its final answer after ``</think>``).
+            ``auto``: the format's (``null``; ``r1``: ``groud_truth_solution``).
         id_field: field holding a row id; ``null`` numbers the rows.
         offset: skip this many rows first.
         limit: keep at most this many rows (after ``offset``); ``null`` keeps all.
@@ -93,15 +124,31 @@ class DataSource:
     path: str = "builtin"
     config: str | None = None
     split: str = "train"
-    question_field: str | list[str] = "question"
-    solution_field: str | None = "answer"
-    answer_field: str | None = None
+    format: Literal["fields", "r1", "messages"] = "fields"
+    messages_field: str = "messages"
+    question_field: str | list[str] | None = AUTO
+    solution_field: str | None = AUTO
+    answer_field: str | None = AUTO
     id_field: str | None = None
     offset: int = 0
     limit: int | None = None
     on_bad_row: Literal["error", "skip"] = "error"
     builtin: BuiltinProblems = field(default_factory=BuiltinProblems)
     builtin_code: BuiltinCodeTasks = field(default_factory=BuiltinCodeTasks)
+
+    def __post_init__(self) -> None:
+        """Resolve ``auto`` field names to the format's own; reject fields the format does not read."""
+        if self.format not in FORMAT_FIELDS:
+            raise DataError(f"data source format {self.format!r} is unknown; use one of {list(FORMAT_FIELDS)}")
+        for name, default in FORMAT_FIELDS[self.format].items():
+            value = getattr(self, name)
+            if value == AUTO:
+                setattr(self, name, default)
+            elif self.format == "messages" and name != "answer_field" and value is not None:
+                raise DataError(f"data source {self.path!r}: {name}={value!r} does not apply to format: messages "
+                                f"(the question and solution are turns of messages_field={self.messages_field!r})")
+        if self.format != "messages" and not self.question_field:
+            raise DataError(f"data source {self.path!r}: question_field must name a field (format: {self.format})")
 
     def describe(self) -> str:
         if self.path == "builtin":
@@ -111,18 +158,25 @@ class DataSource:
             return self.builtin_code.describe()
         if self.path == "humaneval":
             return "humaneval"
-        return f"{self.path}[{self.config + ':' if self.config else ''}{self.split}]"
+        where = f"{self.path}[{self.config + ':' if self.config else ''}{self.split}]"
+        return where if self.format == "fields" else f"{where} ({self.format})"
 
 
 @dataclass
 class LoadReport:
-    """What loading a source did: rows read, kept and skipped (with the first reasons)."""
+    """What loading a source did: rows read, kept and skipped (with the first reasons, and the count of skipped
+    rows per problem, e.g. ``{"no closing </think>": 3}``)."""
 
     source: str
     read: int = 0
     kept: int = 0
     skipped: int = 0
     reasons: list[str] = field(default_factory=list)
+    reason_counts: dict[str, int] = field(default_factory=dict)
+
+    def counts_text(self) -> str:
+        """The skipped-row counts per problem as one line (``2 no closing </think>, 1 two <think> blocks``)."""
+        return ", ".join(f"{n} {problem}" for problem, n in sorted(self.reason_counts.items(), key=lambda x: -x[1]))
 
 
 # Presets for the datasets of ../shared/data; the same field names fit their hub copies (docs/evaluation.md).
@@ -167,7 +221,7 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
                 yield f"{path}:{lineno}", json.loads(line)
             except json.JSONDecodeError as err:
                 msg = f"{path}:{lineno}: malformed JSON ({err.msg} at column {err.colno})"
-                yield f"{path}:{lineno}", DataError(msg)
+                yield f"{path}:{lineno}", DataError(msg, problem="malformed JSON")
 
 
 def _read_rows(src: DataSource) -> Iterator[tuple[str, Any]]:
@@ -221,15 +275,17 @@ def _read_hub(src: DataSource) -> Iterator[tuple[str, Any]]:
 
 def _text(row: dict, name: str, where: str) -> str:
     if name not in row or row[name] is None:
-        raise DataError(f"{where}: field {name!r} is missing (row has {sorted(row)})")
+        raise DataError(f"{where}: field {name!r} is missing (row has {sorted(row)})",
+                        problem=f"field {name!r} is missing")
     value = row[name]
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise DataError(f"{where}: field {name!r} has type {type(value).__name__}, expected text or a number")
+        raise DataError(f"{where}: field {name!r} has type {type(value).__name__}, expected text or a number",
+                        problem=f"field {name!r} is not text")
     if isinstance(value, float):
         value = str(int(value)) if value.is_integer() else repr(value)
     text = str(value).strip()
     if not text:
-        raise DataError(f"{where}: field {name!r} is empty")
+        raise DataError(f"{where}: field {name!r} is empty", problem=f"field {name!r} is empty")
     return text
 
 
@@ -241,14 +297,64 @@ def _join_sentences(parts: list[str]) -> str:
     return text
 
 
+def _question(row: dict, src: DataSource, where: str) -> str:
+    fields = [src.question_field] if isinstance(src.question_field, str) else list(src.question_field or [])
+    return _join_sentences([_text(row, f, where) for f in fields])
+
+
+def _trace_parts(row: dict, src: DataSource, where: str) -> tuple[str, str | None, str | None]:
+    """(question, trace or None, the trace's final answer or None) of an ``r1`` or ``messages`` row; the trace is
+    kept verbatim (not stripped)."""
+    if src.format == "messages":
+        name = src.messages_field
+        if name not in row or row[name] is None:
+            raise DataError(f"{where}: field {name!r} is missing (row has {sorted(row)})",
+                            problem=f"field {name!r} is missing")
+        try:
+            question, trace = split_messages(row[name])
+        except TraceProblem as p:
+            raise DataError(f"{where}: field {name!r} {p}", problem=f"field {name!r} {p}") from None
+    else:
+        name = src.solution_field
+        question = _question(row, src, where)
+        trace = row[name] if name and _text(row, name, where) else None
+    if trace is None:
+        return question, None, None
+    if not isinstance(trace, str) or not trace.strip():
+        raise DataError(f"{where}: field {name!r}: the trace is not text or is empty", problem="empty trace")
+    try:
+        final = check_trace(trace)
+    except TraceProblem as p:
+        raise DataError(f"{where}: field {name!r}: {p}", problem=str(p)) from None
+    return question, trace, final
+
+
+def _normalise_trace_row(row: dict, src: DataSource, where: str, need: tuple[str, ...]) -> dict[str, Any]:
+    question, trace, final = _trace_parts(row, src, where)
+    if src.answer_field:
+        answer = gold_from_text(_text(row, src.answer_field, where))
+    else:
+        answer = final
+    where_solution = f"messages_field {src.messages_field!r} has no assistant turn" if src.format == "messages" \
+        else "solution_field is null"
+    if trace is None and ("solution" in need or ("answer" in need and answer is None)):
+        raise DataError(f"{where}: this data needs a reasoning trace but {where_solution} (source {src.describe()})",
+                        problem="no trace")
+    out: dict[str, Any] = {"question": question, "solution": trace, "answer": answer}
+    return out | {"trace": True} if trace is not None else out
+
+
 def normalise_row(row: Any, src: DataSource, where: str, index: int, need: tuple[str, ...]) -> dict[str, Any]:
-    """Validate one raw row and map it to ``{id, question, solution, answer}``."""
+    """Validate one raw row and map it to ``{id, question, solution, answer}`` (plus ``trace: True`` for a
+    reasoning trace of ``format: r1`` / ``messages``)."""
     if isinstance(row, DataError):
         raise row
     if not isinstance(row, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    fields = [src.question_field] if isinstance(src.question_field, str) else list(src.question_field)
-    question = _join_sentences([_text(row, f, where) for f in fields])
+        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}", problem="not a JSON object")
+    rid = str(row[src.id_field]) if src.id_field and src.id_field in row else str(index)
+    if src.format != "fields":
+        return {"id": rid, **_normalise_trace_row(row, src, where, need)}
+    question = _question(row, src, where)
     solution = _text(row, src.solution_field, where) if src.solution_field else None
     if src.answer_field:
         answer = _text(row, src.answer_field, where)
@@ -256,15 +362,14 @@ def normalise_row(row: Any, src: DataSource, where: str, index: int, need: tuple
         answer = gold_from_solution(solution) if solution else None
         if answer is None and "answer" in need:
             raise DataError(f"{where}: field {src.solution_field!r} has no final answer (`#### N` or \\boxed{{}}); "
-                            "set answer_field to the field holding it")
+                            "set answer_field to the field holding it", problem="no final answer in the solution")
     if "solution" in need and solution is None:
         raise DataError(f"{where}: this data module needs worked solutions but solution_field is null "
-                        f"(source {src.describe()})")
+                        f"(source {src.describe()})", problem="solution_field is null")
     if answer is not None and is_code_gold(answer):  # code is whitespace-sensitive: keep the header's last
         if isinstance(src.question_field, str):        # newline and the body's indentation as they are
             question = row[src.question_field]
         solution = row[src.solution_field] if solution is not None else None
-    rid = str(row[src.id_field]) if src.id_field and src.id_field in row else str(index)
     return {"id": rid, "question": question, "solution": solution, "answer": answer}
 
 
@@ -274,6 +379,7 @@ def load_rows(src: DataSource, need: tuple[str, ...] = ("question",)) -> tuple[l
     rows: list[dict[str, Any]] = []
     if src.path in CODE_PATHS:
         src = replace(src, **CODE_FIELDS)
+    counts: Counter[str] = Counter()
     for index, (where, raw) in enumerate(_read_rows(src)):
         if index < src.offset:
             continue
@@ -286,13 +392,16 @@ def load_rows(src: DataSource, need: tuple[str, ...] = ("question",)) -> tuple[l
             if src.on_bad_row == "error":
                 raise
             report.skipped += 1
+            counts[err.problem] += 1
             if len(report.reasons) < 20:
                 report.reasons.append(str(err))
     report.kept = len(rows)
+    report.reason_counts = dict(counts)
     if report.skipped:
-        log.warning("%s: skipped %d bad rows of %d (first: %s)", report.source, report.skipped, report.read,
-                    report.reasons[0])
+        log.warning("%s: skipped %d bad rows of %d (%s; first: %s)", report.source, report.skipped, report.read,
+                    report.counts_text(), report.reasons[0])
     if not rows:
         raise DataError(f"{src.describe()}: no usable rows (read {report.read}, skipped {report.skipped}"
-                        + (f"; first problem: {report.reasons[0]}" if report.reasons else "") + ")")
+                        + (f": {report.counts_text()}; first problem: {report.reasons[0]}" if report.reasons else "")
+                        + ")")
     return rows, report

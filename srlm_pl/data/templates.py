@@ -38,6 +38,12 @@ class PromptTemplate:
     Code tasks (rows whose answer is a code-task gold, e.g. ``path: builtin_code``): the completion is the
     solution verbatim (``answer_format`` and ``strip_calculator`` do not apply); for completion style use
     ``style: plain`` with ``plain_template: "{question}"`` (the prompt is then the function header itself).
+
+    Reasoning traces (rows of ``format: r1`` / ``messages``, marked ``trace: True``): the completion is the trace
+    verbatim, ``<think>`` block included (``answer_format`` and ``strip_calculator`` do not apply; ``plain`` style
+    still puts its space before it). The completion is tokenized as text, never passed through the chat template,
+    so a template that drops ``<think>`` blocks from assistant turns (DeepSeek-R1-Distill's, Qwen3's for past
+    turns) cannot remove it; Qwen2.5's template only renders the prompt here.
     """
 
     style: Literal["chat", "plain"] = "chat"
@@ -64,10 +70,13 @@ class PromptTemplate:
         messages.append({"role": "user", "content": user})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def completion(self, solution: str, answer: str | None) -> str:
-        """The target completion; a code task's (its ``answer`` a code-task gold) is its solution verbatim."""
+    def completion(self, solution: str, answer: str | None, *, trace: bool = False) -> str:
+        """The target completion; a code task's (its ``answer`` a code-task gold) is its solution verbatim, and a
+        reasoning trace's (``trace``) the trace verbatim (after the ``plain`` style's space)."""
         if answer is not None and is_code_gold(answer):
             return solution  # no answer format, no calculator stripping, no space: indentation is syntax
+        if trace:
+            return f" {solution}" if self.style == "plain" else solution
         text = strip_calculator(solution) if self.strip_calculator else solution
         text = format_solution(text.strip(), answer, self.answer_format)
         return f" {text}" if self.style == "plain" else text

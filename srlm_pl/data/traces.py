@@ -1,0 +1,93 @@
+"""Reasoning-trace rows: checking a ``<think> ... </think>`` trace, and reading chat ``messages`` rows.
+
+A trace (CAMEL's ``reasoning_solution``, or the assistant turn of a ``messages`` row) must hold exactly one
+``<think> ... </think>`` block followed by a final answer: a ``\\boxed{}``, ``#### N`` or "The answer is N", found
+with the verifiers' extraction (``srlm_pl.verifiers.extract.find_answer``). The functions here return the
+problem as a short phrase (``no closing </think>``, ``two <think> blocks``, ``no final answer after </think>``);
+``srlm_pl.data.sources`` adds the file, line and field and raises or skips the row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from srlm_pl.data.answers import gold_from_solution
+from srlm_pl.verifiers.extract import extract_gold, find_answer
+
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+# Final-answer styles accepted after the think block (the extraction strategies of srlm_pl.verifiers.extract).
+FINAL_ANSWER_STYLES: tuple[str, ...] = ("boxed", "gsm8k", "answer_is")
+# ``format: r1``: camel-ai/gsm8k_distilled's field names (its ``groud_truth_solution`` is spelled so).
+R1_FIELDS: dict[str, str] = {"question_field": "problem", "solution_field": "reasoning_solution",
+                             "answer_field": "groud_truth_solution"}
+ROLES = ("system", "user", "assistant")
+
+
+class TraceProblem(ValueError):
+    """What is wrong with one trace or ``messages`` value, as a short phrase (no location)."""
+
+
+def _count_word(n: int) -> str:
+    return "two" if n == 2 else str(n)
+
+
+def think_problem(trace: str) -> str | None:
+    """Why ``trace`` is not one ``<think> ... </think>`` block (None when it is)."""
+    opens, closes = trace.count(THINK_OPEN), trace.count(THINK_CLOSE)
+    if opens > 1 or closes > 1:
+        return f"{_count_word(max(opens, closes))} <think> blocks"
+    if opens == 0 and closes == 0:
+        return "no <think> block"
+    if closes == 0:
+        return "no closing </think>"
+    if opens == 0:
+        return "no opening <think> before </think>"
+    if trace.index(THINK_CLOSE) < trace.index(THINK_OPEN):
+        return "</think> comes before <think>"
+    return None
+
+
+def check_trace(trace: str) -> str:
+    """The final answer after the think block of a valid trace; raises ``TraceProblem`` otherwise."""
+    problem = think_problem(trace)
+    if problem is not None:
+        raise TraceProblem(problem)
+    tail = trace.split(THINK_CLOSE, 1)[1]
+    found = find_answer(tail, FINAL_ANSWER_STYLES)
+    if found is None:
+        raise TraceProblem("no final answer after </think>")
+    return found.text
+
+
+def gold_from_text(text: str) -> str | None:
+    """The gold in a text that holds a final answer: ``#### N`` (thousands commas dropped), ``\\boxed{N}``, or
+    the text itself when it is a bare answer (``srlm_pl.data.answers.gold_from_solution``, then
+    ``srlm_pl.verifiers.extract.extract_gold``)."""
+    return gold_from_solution(text) or extract_gold(text)
+
+
+def _turn_text(turn: Any, i: int) -> tuple[str, str]:
+    if not isinstance(turn, dict):
+        raise TraceProblem(f"turn {i} is a {type(turn).__name__}, expected an object with 'role' and 'content'")
+    role, content = turn.get("role"), turn.get("content")
+    if role not in ROLES:
+        raise TraceProblem(f"turn {i} has role {role!r}, expected one of {list(ROLES)}")
+    if not isinstance(content, str):
+        raise TraceProblem(f"turn {i} ({role}) has content of type {type(content).__name__}, expected text")
+    return role, content
+
+
+def split_messages(messages: Any) -> tuple[str, str | None]:
+    """(first user turn, last assistant turn or None) of a chat ``messages`` list; raises ``TraceProblem``.
+
+    System turns are ignored (the prompt template's ``system_prompt`` applies), and so are the turns between the
+    first user turn and the last assistant turn."""
+    if not isinstance(messages, list):
+        raise TraceProblem(f"is a {type(messages).__name__}, expected a list of {{role, content}} turns")
+    turns = [_turn_text(turn, i) for i, turn in enumerate(messages)]
+    users = [content for role, content in turns if role == "user"]
+    if not users or not users[0].strip():
+        raise TraceProblem("has no user turn" if not users else "has an empty first user turn")
+    assistants = [content for role, content in turns if role == "assistant"]
+    return users[0].strip(), assistants[-1] if assistants else None
