@@ -79,7 +79,10 @@ class ModelSpec:
         tokenizer: tokenizer hub id or directory when it differs from ``name_or_path``.
         dtype: weight dtype: ``float32`` (pair with ``bf16-mixed`` precision), ``bfloat16``, ``float16``
             or ``auto`` (the checkpoint's own).
-        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``; ``null`` lets transformers pick.
+        attn_implementation: ``sdpa``, ``eager``, ``flash_attention_2`` or ``sdpa_packed`` (``sdpa`` without the
+            dense ``[T, T]`` mask for packed rows: one causal call per packed example, see
+            ``srlm_pl.models.packed_attention``; use it for long packed rows on CPU); ``null`` lets transformers
+            pick.
         gradient_checkpointing: recompute activations in backward (less memory, ~30% slower).
         lora: LoRA adapter settings; ``null`` trains (or freezes) all weights.
         quantization: ``4bit`` (NF4, QLoRA) or ``8bit`` bitsandbytes loading; ``null`` for none.
@@ -226,6 +229,9 @@ def load_model(spec: ModelSpec, tokenizer: Any | None = None, *, trainable: bool
     ``trainable=False`` returns a frozen model in eval mode (teacher, reference): no LoRA, no
     gradient checkpointing, ``requires_grad`` off everywhere.
     """
+    from srlm_pl.models import packed_attention
+
+    packed_attention.register()
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(spec, key)
     if spec.is_tiny:
         vocab = spec.tiny.vocab_size or len(tokenizer)
