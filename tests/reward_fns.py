@@ -70,3 +70,12 @@ class AlternateIfGoldEven:
 
     def __call__(self, completions: Sequence[str], golds: Sequence[str]) -> list[float]:
         return [float(i % 2) if int(float(g)) % 2 == 0 else 0.0 for i, g in enumerate(golds)]
+
+
+class TruncatedFlag:
+    """1.0 for each completion the rollout marks truncated (hit ``max_new_tokens``), from the reward context."""
+
+    name = "truncated_flag"
+
+    def __call__(self, completions: Sequence[str], golds: Sequence[str], *, truncated: Sequence[bool]) -> list[float]:
+        return [1.0 if t else 0.0 for t in truncated]

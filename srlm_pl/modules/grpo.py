@@ -112,7 +112,8 @@ class GRPOModule(PostTrainingModule):
 
         Args:
             policy: the model to train (hub id, folder such as a previous stage's export, or ``tiny``).
-            rewards: reward functions by ``class_path`` (default: ``srlm_pl.verifiers.AccuracyReward``).
+            rewards: reward functions by ``class_path`` (default: ``srlm_pl.verifiers.AccuracyReward``), called with
+                completions and golds, plus ``lengths``/``truncated``/``max_new_tokens`` if their signature takes them.
             reward_weights: one weight per reward function (default: all 1).
             num_generations: completions per prompt (G, the group size); at least 2.
             max_new_tokens: completion budget per sample.
@@ -317,7 +318,9 @@ class GRPOModule(PostTrainingModule):
         t1 = time.perf_counter()
         texts = decode_completions(self.tokenizer, out)
         repeated_golds = [g for g in golds for _ in range(self.group_size)]
-        scores = score(texts, repeated_golds, self.rewards, self.reward_weights, self.reward_fallback)
+        scores = score(texts, repeated_golds, self.rewards, self.reward_weights, self.reward_fallback,
+                       lengths=out.lengths.tolist(), truncated=out.truncated.tolist(),
+                       max_new_tokens=self.sampling.max_new_tokens)
         t2 = time.perf_counter()
         rewards = scores.total.to(self.device)
         advantages = group_advantages(rewards, self.group_size, self.advantage)

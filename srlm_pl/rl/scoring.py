@@ -1,9 +1,12 @@
 """Scoring completions with weighted reward functions, robust to a reward function that fails.
 
 A reward function is any callable ``(completions, golds) -> list[float]`` with a ``name`` attribute
-(``srlm_pl.verifiers.rewards`` has the built-in ones, selected by ``class_path``). If one raises, returns
-the wrong number of values, or returns NaN/inf, the affected samples get ``fallback`` and are counted;
-training goes on.
+(``srlm_pl.verifiers.rewards`` has the built-in ones, selected by ``class_path``). The rollout's context
+(``lengths``: completion token counts, ``truncated``: hit the budget, ``max_new_tokens``) is passed as keyword
+arguments to the functions whose signature accepts them (``srlm_pl.verifiers.rewards.call_reward``: the
+signature is inspected once per function or reward class), so a plain 2-argument callable keeps working. If one
+raises, returns the wrong number of values, or returns NaN/inf, the affected samples get ``fallback`` and are
+counted; training goes on.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from srlm_pl.verifiers.rewards import weighted_sum
+from srlm_pl.verifiers.rewards import call_reward, weighted_sum
 
 log = logging.getLogger(__name__)
 RewardFn = Callable[[Sequence[str], Sequence[str]], list[float]]
@@ -36,15 +39,22 @@ def reward_name(fn: RewardFn, index: int) -> str:
 
 
 def score(completions: Sequence[str], golds: Sequence[str], functions: Sequence[RewardFn],
-          weights: Sequence[float], fallback: float = 0.0) -> Scores:
+          weights: Sequence[float], fallback: float = 0.0, *, lengths: Sequence[int] | None = None,
+          truncated: Sequence[bool] | None = None, max_new_tokens: int | None = None) -> Scores:
+    """Score ``completions`` with every function and weight the results; ``lengths``, ``truncated`` and
+    ``max_new_tokens`` (the rollout's context, optional) go to the functions that accept them."""
     if len(functions) != len(weights):
         raise ValueError(f"{len(functions)} reward functions but {len(weights)} weights")
     n = len(completions)
+    for key, values in (("lengths", lengths), ("truncated", truncated)):
+        if values is not None and len(values) != n:
+            raise ValueError(f"{key} has {len(values)} entries for {n} completions")
+    context = {"lengths": lengths, "truncated": truncated, "max_new_tokens": max_new_tokens}
     out, columns = Scores(torch.zeros(n, dtype=torch.float32)), []
     for i, fn in enumerate(functions):
         name = reward_name(fn, i)
         try:
-            values = [float(v) for v in fn(completions, golds)]
+            values = [float(v) for v in call_reward(fn, completions, golds, **context)]
             if len(values) != n:
                 raise ValueError(f"returned {len(values)} values for {n} completions")
         except Exception as err:  # a user reward function may fail in any way: fall back, count, go on

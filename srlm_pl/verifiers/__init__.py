@@ -4,6 +4,10 @@ Public API::
 
     from srlm_pl.verifiers import extract_answer, verify, verify_batch
     verify("#### 18", "... so the answer is $18.00$.")  # Verdict(status="correct", extracted="18.00")
+    verify("18", "<think>maybe 42</think> The answer is 18.")  # correct: a think block's numbers are ignored
+
+Extraction is think-aware (:mod:`.think`): text inside ``<think> ... </think>`` is used only when no answer
+follows the block.
 
 Code: ``verify_code``/``verify_code_batch`` run programs against tests in the sandbox of :mod:`.code`
 (``extract_code`` takes the program out of a completion); see docs/code_sandbox.md.
@@ -19,6 +23,7 @@ from typing import Any
 from .api import clear_caches, verify, verify_batch, warmup
 from .extract import extract_answer, extract_gold, find_answer
 from .normalize import normalize
+from .think import ThinkSplit, split_think
 from .verdict import STATUSES, Verdict
 
 _LAZY = {
@@ -28,6 +33,11 @@ _LAZY = {
     "Reward": "rewards",
     "accuracy_reward": "rewards",
     "format_reward": "rewards",
+    "call_reward": "rewards",
+    "ThinkFormatReward": "shaping",
+    "OverlongPenalty": "shaping",
+    "think_format_reward": "shaping",
+    "overlong_penalty": "shaping",
     "VerifiedAccuracy": "metrics",
     "PassAtK": "metrics",
     "MajorityAtK": "metrics",
@@ -57,6 +67,8 @@ __all__ = [
     "extract_gold",
     "find_answer",
     "normalize",
+    "split_think",
+    "ThinkSplit",
     "verify",
     "verify_batch",
     "warmup",

@@ -99,5 +99,6 @@ class CodeReward(Reward):
                              f"got {timeout!r}")
         self.program, self.timeout = program, timeout
 
-    def __call__(self, completions: Sequence[str], golds: Sequence[str]) -> list[float]:
+    def __call__(self, completions: Sequence[str], golds: Sequence[str], *, lengths: Sequence[int] | None = None,
+                 truncated: Sequence[bool] | None = None, max_new_tokens: int | None = None) -> list[float]:
         return code_reward(completions, golds, mode=self.program, timeout=self.timeout)

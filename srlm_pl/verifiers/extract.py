@@ -13,6 +13,11 @@ Design choices:
 * The order of strategies is configurable (``priority``). The default is: last box, ``#### N``,
   "the (final) answer is ...", "Answer: ...", a completion that is nothing but a bare answer, then the last
   number in the text.
+* Think-aware by default: numbers and answers inside ``<think> ... </think>`` are ignored when the text outside
+  the blocks has an answer, and used only when it has none; an unclosed ``<think>`` runs to the end and its
+  content counts (:mod:`.think`). The window's state at its start (inside a block or not) is read from the last
+  tag before it with ``str.rfind``, so a block longer than the window followed by a short answer works and a huge
+  block costs no more than the window.
 * Gold answers use :func:`extract_gold`: a box, then ``#### N``, else the whole string is the answer (a
   bare gold such as ``\\frac{14}{3}`` must not be reduced to its last number).
 """
@@ -22,6 +27,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from typing import NamedTuple
+
+from .think import split_think, window_start
 
 TAIL_CHARS = 6000
 STYLES: tuple[str, ...] = ("boxed", "gsm8k", "answer_is", "answer_colon", "whole", "last_number")
@@ -63,6 +70,15 @@ def _tail(text: str | bytes, tail_chars: int) -> str:
         text = text[-tail_chars:]
     text = sanitize(text)
     return text[-tail_chars:] if len(text) > tail_chars else text
+
+
+def _think_tail(text: str | bytes, tail_chars: int) -> tuple[str, bool]:
+    """The sanitised last ``tail_chars`` characters and whether they start inside a think block
+    (:func:`srlm_pl.verifiers.think.window_start`; a tag cut by the window's start is left out of it)."""
+    if not isinstance(text, str):
+        text = sanitize(text)
+    start, inside = window_start(text, len(text) - tail_chars)
+    return sanitize(text[start:] if start > 0 else text), inside
 
 
 def last_boxed(text: str) -> str | None:
@@ -198,11 +214,7 @@ def _run_style(style: str, text: str) -> str | None:
     raise ValueError(f"unknown extraction style {style!r}; expected one of {STYLES}")
 
 
-def find_answer(
-    completion: str | bytes, priority: Sequence[str] = DEFAULT_PRIORITY, *, tail_chars: int = TAIL_CHARS
-) -> Extraction | None:
-    """Try the strategies in ``priority`` order on the tail of ``completion``; first hit wins."""
-    text = _tail(completion, tail_chars)
+def _first_hit(text: str, priority: Sequence[str]) -> Extraction | None:
     for style in priority:
         found = _run_style(style, text)
         if found:
@@ -210,11 +222,36 @@ def find_answer(
     return None
 
 
+def find_answer(
+    completion: str | bytes,
+    priority: Sequence[str] = DEFAULT_PRIORITY,
+    *,
+    tail_chars: int = TAIL_CHARS,
+    think: bool = True,
+) -> Extraction | None:
+    """Try the strategies in ``priority`` order on the tail of ``completion``; first hit wins.
+
+    With ``think`` (the default) the text inside ``<think> ... </think>`` blocks is searched only when the text
+    outside them has no answer (:mod:`srlm_pl.verifiers.think` has the rules; an unclosed block's content
+    counts as outside). A completion without think tags is searched as a whole either way."""
+    if not think:
+        return _first_hit(_tail(completion, tail_chars), priority)
+    text, inside = _think_tail(completion, tail_chars)
+    parts = split_think(text, inside=inside)
+    if parts is None:
+        return _first_hit(text, priority)
+    return _first_hit(parts.answer, priority) or (_first_hit(parts.thought, priority) if parts.thought else None)
+
+
 def extract_answer(
-    completion: str | bytes, priority: Sequence[str] = DEFAULT_PRIORITY, *, tail_chars: int = TAIL_CHARS
+    completion: str | bytes,
+    priority: Sequence[str] = DEFAULT_PRIORITY,
+    *,
+    tail_chars: int = TAIL_CHARS,
+    think: bool = True,
 ) -> str | None:
-    """The final answer's text in ``completion``, or None when there is none."""
-    found = find_answer(completion, priority, tail_chars=tail_chars)
+    """The final answer's text in ``completion``, or None when there is none (``think``: see :func:`find_answer`)."""
+    found = find_answer(completion, priority, tail_chars=tail_chars, think=think)
     return found.text if found is not None else None
 
 

@@ -1,8 +1,11 @@
 """Reward functions for GRPO, selectable from a config by ``class_path``.
 
 Interface (what the GRPO module calls): an object with a ``name`` attribute and
-``__call__(completions, golds) -> list[float]``, one float per completion. Constructor arguments are the
-config knobs; their docstrings are what ``--help`` shows.
+``__call__(completions, golds, *, lengths=None, truncated=None, max_new_tokens=None) -> list[float]``, one float
+per completion. The keyword-only context (completion token counts, whether each completion hit the budget, the
+budget) is passed only to a function whose signature accepts it (:func:`call_reward`), so a plain
+``(completions, golds)`` callable keeps working; the built-in rewards accept it and ignore what they do not need.
+Constructor arguments are the config knobs; their docstrings are what ``--help`` shows.
 
 Design choices: rewards are plain callables with no torch dependency (scores are Python floats, the GRPO
 module turns them into tensors); the accuracy reward uses :func:`verify_batch`, so a group's repeated
@@ -12,8 +15,11 @@ worker pool in the background so the first training step finds it warm.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import types
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .api import verify_batch, warmup
@@ -27,14 +33,64 @@ FORMAT_STYLES: dict[str, tuple[str, ...]] = {
 }
 
 
+CONTEXT_KEYS: tuple[str, ...] = ("lengths", "truncated", "max_new_tokens")
+
+
+def _signature_owner(fn: Callable[..., Any]) -> Any:
+    """The object whose signature describes calling ``fn``: the function of a bound method, the class's
+    ``__call__`` for a callable instance (so the inspection is shared by every instance of a reward class)."""
+    if isinstance(fn, types.MethodType):
+        return fn.__func__
+    if isinstance(fn, types.FunctionType | types.BuiltinFunctionType | functools.partial) or inspect.isclass(fn):
+        return fn
+    return type(fn).__call__
+
+
+def _accepted_keys(owner: Any) -> frozenset[str]:
+    try:
+        params = inspect.signature(owner).parameters.values()
+    except (TypeError, ValueError):  # no introspectable signature: call it the plain way
+        return frozenset()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return frozenset(CONTEXT_KEYS)
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return frozenset(p.name for p in params if p.name in CONTEXT_KEYS and p.kind in keyword)
+
+
+_accepted_keys_cached = functools.lru_cache(maxsize=512)(_accepted_keys)
+
+
+def context_keys(fn: Callable[..., Any]) -> frozenset[str]:
+    """The context keywords (``lengths``, ``truncated``, ``max_new_tokens``) that ``fn`` accepts, from its
+    signature (inspected once per function or reward class; ``**kwargs`` accepts them all)."""
+    owner = _signature_owner(fn)
+    try:
+        return _accepted_keys_cached(owner)
+    except TypeError:  # unhashable owner: inspect every time
+        return _accepted_keys(owner)
+
+
+def call_reward(fn: Callable[..., Any], completions: Sequence[str], golds: Sequence[str], **context: Any) -> Any:
+    """``fn(completions, golds, **context)`` with only the context keywords ``fn`` accepts (and none that are
+    None): a plain ``(completions, golds)`` callable gets none of them."""
+    unknown = set(context) - set(CONTEXT_KEYS)
+    if unknown:
+        raise TypeError(f"unknown reward context {sorted(unknown)}; expected some of {list(CONTEXT_KEYS)}")
+    accepted = context_keys(fn)
+    return fn(completions, golds, **{k: v for k, v in context.items() if k in accepted and v is not None})
+
+
 class Reward(ABC):
-    """Base class of reward functions: ``reward(completions, golds) -> list[float]``."""
+    """Base class of reward functions: ``reward(completions, golds, *, lengths, truncated, max_new_tokens)``."""
 
     name: str = "reward"
 
     @abstractmethod
-    def __call__(self, completions: Sequence[str], golds: Sequence[str]) -> list[float]:
-        """One score per completion."""
+    def __call__(self, completions: Sequence[str], golds: Sequence[str], *, lengths: Sequence[int] | None = None,
+                 truncated: Sequence[bool] | None = None, max_new_tokens: int | None = None) -> list[float]:
+        """One score per completion. Context (keyword-only, None when the caller has none): ``lengths``, the
+        completion token counts; ``truncated``, whether each completion hit ``max_new_tokens`` without ending;
+        ``max_new_tokens``, the generation budget. A reward uses what it needs and ignores the rest."""
 
 
 def accuracy_reward(
@@ -80,7 +136,8 @@ class AccuracyReward(Reward):
         if warm_start:
             warmup(wait=False)
 
-    def __call__(self, completions: Sequence[str], golds: Sequence[str]) -> list[float]:
+    def __call__(self, completions: Sequence[str], golds: Sequence[str], *, lengths: Sequence[int] | None = None,
+                 truncated: Sequence[bool] | None = None, max_new_tokens: int | None = None) -> list[float]:
         return accuracy_reward(completions, golds, timeout=self.timeout, batch_timeout=self.batch_timeout)
 
 
@@ -100,7 +157,8 @@ class FormatReward(Reward):
             raise ValueError(f"unknown format style {style!r}; expected one of {sorted(FORMAT_STYLES)}")
         self.style = style
 
-    def __call__(self, completions: Sequence[str], golds: Sequence[str]) -> list[float]:
+    def __call__(self, completions: Sequence[str], golds: Sequence[str], *, lengths: Sequence[int] | None = None,
+                 truncated: Sequence[bool] | None = None, max_new_tokens: int | None = None) -> list[float]:
         return format_reward(completions, self.style)
 
 
@@ -135,19 +193,22 @@ class WeightedReward(Reward):
         self.rewards = list(rewards)
         self.weights = [float(w) for w in weights]
 
-    def components(self, completions: Sequence[str], golds: Sequence[str]) -> dict[str, list[float]]:
-        """Each component's scores, keyed by its name (for logging)."""
+    def components(self, completions: Sequence[str], golds: Sequence[str], **context: Any) -> dict[str, list[float]]:
+        """Each component's scores, keyed by its name (for logging); ``context`` (``lengths``, ``truncated``,
+        ``max_new_tokens``) is forwarded to the components that accept it (:func:`call_reward`)."""
         out: dict[str, list[float]] = {}
         for reward in self.rewards:
             key = reward.name
             while key in out:
                 key += "_"
-            out[key] = reward(completions, golds)
+            out[key] = call_reward(reward, completions, golds, **context)
         return out
 
-    def __call__(self, completions: Sequence[str], golds: Sequence[str]) -> list[float]:
+    def __call__(self, completions: Sequence[str], golds: Sequence[str], *, lengths: Sequence[int] | None = None,
+                 truncated: Sequence[bool] | None = None, max_new_tokens: int | None = None) -> list[float]:
         import torch  # float64 tensors: the same double-precision arithmetic as Python floats
 
+        context = {"lengths": lengths, "truncated": truncated, "max_new_tokens": max_new_tokens}
         columns = [torch.tensor([float(v) for v in scores], dtype=torch.float64)
-                   for scores in self.components(completions, golds).values()]
+                   for scores in self.components(completions, golds, **context).values()]
         return weighted_sum(columns, self.weights, torch.zeros(len(completions), dtype=torch.float64)).tolist()
