@@ -6,10 +6,18 @@ answer. A sample is dropped when it was cut at ``--max-new-tokens`` (``truncated
 ``incorrect`` / ``no_answer`` / ``timeout`` / ``invalid_gold``, when it repeats a kept sample of the same prompt
 (``duplicate``) or when the prompt already has ``--max-keep`` traces (``over_max_keep``).
 
-Output: JSONL rows ``{"id", "question", "answer", "gold", "sample_idx"}``; ``answer`` is the accepted
-solution, ending in ``#### N`` (appended from the gold when the text gives its answer another way, e.g.
-"The answer is N") unless it holds a ``\\boxed{}``. ``SFTDataModule`` and distillation read the file directly
-(``data.init_args.train: {path: traces.jsonl}``: the default fields ``question`` / ``answer``).
+Output (``--format gsm8k``, the default): JSONL rows ``{"id", "question", "answer", "gold", "sample_idx"}``;
+``answer`` is the accepted solution, ending in ``#### N`` (appended from the gold when the text gives its answer
+another way, e.g. "The answer is N") unless it holds a ``\\boxed{}``. ``SFTDataModule`` and distillation read the
+file directly (``data.init_args.train: {path: traces.jsonl}``: the default fields ``question`` / ``answer``).
+
+``--format r1``: the teacher is asked to reason inside ``<think> ... </think>`` and give the final answer after it
+in ``\\boxed{}`` (or is a reasoning model that writes the block by itself). A sample is kept only when it is one
+closed think block then a final part (else ``no_think``, ``two_think_blocks``, ``unclosed_think``,
+``unopened_think``, ``text_before_think``, ``empty_think``, ``no_final_answer``; see ``srlm_pl.kd.traces``) and
+the final part alone verifies against the gold. Rows are in the layout of ``camel-ai/gsm8k_distilled``:
+``{"id", "problem", "reasoning_solution", "groud_truth_solution", "sample_idx"}`` with the trace verbatim and
+the gold final answer; read them with ``data.init_args.train: {path: traces.jsonl, format: r1}``.
 
 Resumable: ``OUT.progress.jsonl`` records every finished prompt (id, kept, dropped counts); a rerun skips those
 ids, drops rows of prompts that were not recorded as finished (an interrupted batch) and adds to the counts.
@@ -31,8 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DROP_REASONS = ("truncated", "incorrect", "no_answer", "timeout", "invalid_gold", "duplicate", "over_max_keep")
-_SETTINGS = ("teacher", "gguf_file", "tokenizer", "dtype", "quantization", "data", "data_config", "split",
+DROP_REASONS = ("truncated", "no_think", "two_think_blocks", "unclosed_think", "unopened_think", "text_before_think",
+                "empty_think", "no_final_answer", "incorrect", "no_answer", "timeout", "invalid_gold", "duplicate",
+                "over_max_keep")
+ROW_FIELDS = {"gsm8k": ("question", "answer", "gold"), "r1": ("problem", "reasoning_solution", "groud_truth_solution")}
+_SETTINGS = ("format", "teacher", "gguf_file", "tokenizer", "dtype", "quantization", "data", "data_config", "split",
              "question_field", "solution_field", "answer_field", "id_field", "offset", "limit", "builtin_level",
              "builtin_num", "builtin_seed", "style", "instruction", "system_prompt", "num_samples", "temperature",
              "top_p", "top_k", "max_new_tokens", "max_keep", "seed")
@@ -40,6 +51,7 @@ _SETTINGS = ("teacher", "gguf_file", "tokenizer", "dtype", "quantization", "data
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from srlm_pl.data.templates import GSM8K_INSTRUCTION
+    from srlm_pl.kd.traces import R1_INSTRUCTION
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -70,8 +82,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d.add_argument("--builtin-seed", type=int, default=0, help="--data builtin: generator seed")
     f = p.add_argument_group("prompt")
     f.add_argument("--style", default="chat", choices=["chat", "plain"], help="chat template or plain prompt")
-    f.add_argument("--instruction", default=GSM8K_INSTRUCTION,
-                   help="text before the question ('' for none; match what the teacher was trained with)")
+    f.add_argument("--format", default="gsm8k", choices=list(ROW_FIELDS),
+                   help="gsm8k: solutions ending in '#### N', rows {question, answer, gold}; r1: <think> block then "
+                        "the final answer, rows {problem, reasoning_solution, groud_truth_solution} (data format r1)")
+    f.add_argument("--instruction", default=None,
+                   help="text before the question ('' for none; match what the teacher was trained with); default "
+                        f"per --format: gsm8k {GSM8K_INSTRUCTION!r}, r1 {R1_INSTRUCTION!r}")
     f.add_argument("--system-prompt", default=None, help="system message (chat style)")
     s = p.add_argument_group("sampling")
     s.add_argument("-k", "--num-samples", type=int, default=4, help="samples per prompt")
@@ -88,6 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     o.add_argument("--overwrite", action="store_true", help="start again instead of resuming")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
+    if args.instruction is None:
+        args.instruction = R1_INSTRUCTION if args.format == "r1" else GSM8K_INSTRUCTION
     if args.solution_field and args.solution_field.lower() == "none":
         args.solution_field = None
     if args.num_samples < 1 or args.batch_size < 1 or args.max_new_tokens < 1:
@@ -151,8 +169,9 @@ class PromptResult:
 
 
 def judge_prompt(texts: list[str], truncated: list[bool], statuses: list[str], gold: str,
-                 max_keep: int | None) -> PromptResult:
-    """Keep the correct, finished, distinct samples of one prompt (at most ``max_keep``)."""
+                 max_keep: int | None, verbatim: bool = False) -> PromptResult:
+    """Keep the correct, finished, distinct samples of one prompt (at most ``max_keep``); a kept sample is
+    ``as_trace`` of its text, or the stripped text itself when ``verbatim`` (R1 traces)."""
     res, seen = PromptResult(), set()
     for idx, (text, cut, status) in enumerate(zip(texts, truncated, statuses, strict=True)):
         reason = "truncated" if cut else (None if status == "correct" else status)
@@ -164,7 +183,7 @@ def judge_prompt(texts: list[str], truncated: list[bool], statuses: list[str], g
             res.dropped[reason] += 1
             continue
         seen.add(text.strip())
-        res.kept.append((idx, as_trace(text, gold)))
+        res.kept.append((idx, text.strip() if verbatim else as_trace(text, gold)))
     return res
 
 
@@ -204,6 +223,7 @@ def check_settings(args: argparse.Namespace, out: Path) -> None:
             path.unlink(missing_ok=True)
     elif meta.is_file():
         before = json.loads(meta.read_text(encoding="utf-8"))
+        before.setdefault("format", "gsm8k")  # files started before --format existed
         changed = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
         if changed:
             raise SystemExit(f"{out} was started with other settings {changed} (before, now); rerun with the "
@@ -232,7 +252,8 @@ def batches(rows: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, An
 
 @dataclass
 class Sampler:
-    """The teacher, its tokenizer and the prompt/sampling settings: ``k`` judged samples per prompt."""
+    """The teacher, its tokenizer and the prompt/sampling settings: ``k`` judged samples per prompt (``fmt``:
+    ``gsm8k`` solutions or ``r1`` think-block traces)."""
 
     model: Any
     tokenizer: Any
@@ -240,24 +261,34 @@ class Sampler:
     sampling: Any
     check: Callable[[list[str], list[str]], list[str]]
     max_keep: int | None
+    fmt: str = "gsm8k"
 
     def __call__(self, chunk: list[dict[str, Any]], seed: int) -> list[PromptResult]:
         import torch
 
         from srlm_pl.generation.engine import generate
+        from srlm_pl.kd import traces
         from srlm_pl.models.forward import eos_token_ids
 
-        tok, k = self.tokenizer, self.sampling.num_samples
-        prompts = [tok(self.template.prompt(r["question"], tok), add_special_tokens=False)["input_ids"] for r in chunk]
+        tok, k, r1 = self.tokenizer, self.sampling.num_samples, self.fmt == "r1"
+        prompt_texts = [self.template.prompt(r["question"], tok) for r in chunk]
+        prompts = [tok(text, add_special_tokens=False)["input_ids"] for text in prompt_texts]
         device = next(self.model.parameters()).device
         res = generate(self.model, prompts, self.sampling, eos_token_ids=eos_token_ids(tok, self.model),
                        pad_token_id=tok.pad_token_id, generator=torch.Generator(device=device).manual_seed(seed))
-        texts = [tok.decode(ids[:n], skip_special_tokens=True).strip()
-                 for ids, n in zip(res.completion_ids.tolist(), res.lengths.tolist(), strict=True)]
-        statuses = self.check([r["answer"] for r in chunk for _ in range(k)], texts)
+        pairs = zip(res.completion_ids.tolist(), res.lengths.tolist(), strict=True)
+        golds = [r["answer"] for r in chunk for _ in range(k)]
+        if r1:
+            skip = traces.skipped_special_ids(tok)
+            texts = [traces.with_prompt_opening(prompt_texts[j // k], traces.decode_keeping_think(tok, ids[:n], skip))
+                     for j, (ids, n) in enumerate(pairs)]
+            statuses = traces.r1_statuses(golds, texts, self.check)
+        else:
+            texts = [tok.decode(ids[:n], skip_special_tokens=True).strip() for ids, n in pairs]
+            statuses = self.check(golds, texts)
         cut = res.truncated.tolist()
         return [judge_prompt(texts[i * k:(i + 1) * k], cut[i * k:(i + 1) * k], statuses[i * k:(i + 1) * k],
-                             row["answer"], self.max_keep) for i, row in enumerate(chunk)]
+                             row["answer"], self.max_keep, verbatim=r1) for i, row in enumerate(chunk)]
 
 
 def load_sampler(args: argparse.Namespace) -> Sampler:
@@ -277,7 +308,7 @@ def load_sampler(args: argparse.Namespace) -> Sampler:
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                               top_k=args.top_k, num_samples=args.num_samples)
     return Sampler(place_teacher(model, device), tokenizer, template, sampling,
-                   default_checker(args.verifier_timeout), args.max_keep)
+                   default_checker(args.verifier_timeout), args.max_keep, args.format)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -292,6 +323,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     position = {r["id"]: i for i, r in enumerate(rows)}
     sampler = load_sampler(args) if todo else None
     progress_path, _ = _paths(out)
+    q_key, trace_key, gold_key = ROW_FIELDS[args.format]
     bar = tqdm(total=len(rows), initial=n_done, desc="prompts", unit="prompt", disable=args.no_progress)
     with out.open("a", encoding="utf-8") as fout, progress_path.open("a", encoding="utf-8") as fprog:
         for chunk in batches(todo, args.batch_size):
@@ -299,8 +331,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results = sampler(chunk, args.seed * 1_000_003 + position[chunk[0]["id"]])
             for row, judged in zip(chunk, results, strict=True):
                 for idx, trace in judged.kept:
-                    fout.write(json.dumps({"id": row["id"], "question": row["question"], "answer": trace,
-                                           "gold": row["answer"], "sample_idx": idx}) + "\n")
+                    fout.write(json.dumps({"id": row["id"], q_key: row["question"], trace_key: trace,
+                                           gold_key: row["answer"], "sample_idx": idx}) + "\n")
                 fout.flush()  # rows first, then the progress line: a crash in between is repaired on resume
                 fprog.write(json.dumps({"id": row["id"], "kept": len(judged.kept),
                                         "dropped": dict(judged.dropped)}) + "\n")
@@ -310,7 +342,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             bar.update(len(chunk))
             bar.set_postfix(kept=counts["kept"], dropped=sum(v for key, v in counts.items() if key != "kept"))
     bar.close()
-    return {"out": str(out), "prompts": len(rows), "resumed_prompts": n_done, "samples": len(rows) * args.num_samples,
+    return {"out": str(out), "format": args.format, "prompts": len(rows), "resumed_prompts": n_done,
+            "samples": len(rows) * args.num_samples,
             "kept": counts["kept"], "dropped": {r: counts[r] for r in DROP_REASONS if counts[r]},
             "prompts_with_a_trace": _prompts_with_trace(out)}
 

@@ -1,0 +1,94 @@
+"""Tests for srlm_pl.kd.traces: which samples are well-formed R1 traces, that only the answer after the think block
+is verified, the block opened by the chat template, and decoding that keeps special think tags."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from srlm_pl.kd.traces import (
+    R1_DROP_REASONS,
+    decode_keeping_think,
+    r1_statuses,
+    skipped_special_ids,
+    split_trace,
+    with_prompt_opening,
+)
+from srlm_pl.verifiers import verify_batch
+
+
+def check(golds: list[str], texts: list[str]) -> list[str]:
+    return [v.status for v in verify_batch(golds, texts, timeout=2.0)]
+
+
+# (sample, what r1_statuses says for gold "5")
+SAMPLES = [
+    ("<think>\n3 + 4 = 7, minus 2 is 5.\n</think>\nSo the answer is \\boxed{5}.", "correct"),
+    ("<think>3 + 4 = 7</think><think>7 - 2 = 5</think> \\boxed{5}", "two_think_blocks"),
+    ("<think>3 + 4 = 7</think> maybe </think> \\boxed{5}", "two_think_blocks"),
+    ("<think>\n3 + 4 = 7, minus 2 is 5. \\boxed{5}", "unclosed_think"),
+    ("3 + 4 = 7, minus 2 is 5.\n\\boxed{5}", "no_think"),
+    ("<think>first guess \\boxed{6}, no: 7 - 2 = 5</think>\n\\boxed{5}", "correct"),  # wrong inside, right after
+    ("<think>7 - 2 = 5, so \\boxed{5}</think>\nThe answer is \\boxed{6}.", "incorrect"),  # right inside only
+    ("<think>7 - 2 = 5 \\boxed{5}</think>\n  \n", "no_final_answer"),
+    ("<think>7 - 2 = 5 \\boxed{5}</think> and that is all.", "no_final_answer"),
+    ("3 + 4 = 7, minus 2 is 5.\n</think>\n\\boxed{5}", "unopened_think"),
+    ("</think> 3 + 4 = 7 <think> \\boxed{5}", "unopened_think"),
+    ("Sure! <think>7 - 2 = 5</think> \\boxed{5}", "text_before_think"),
+    ("<think> \n </think> \\boxed{5}", "empty_think"),
+    ("  \n<think>7 - 2 = 5</think>5", "correct"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), SAMPLES)
+def test_r1_statuses_on_hand_written_samples(text: str, expected: str) -> None:
+    assert r1_statuses(["5"], [text], check) == [expected]
+
+
+def test_r1_statuses_batch_checks_only_the_final_parts() -> None:
+    seen: list[tuple[list[str], list[str]]] = []
+
+    def spy(golds: list[str], texts: list[str]) -> list[str]:
+        seen.append((golds, texts))
+        return check(golds, texts)
+
+    texts = [text for text, _ in SAMPLES]
+    assert r1_statuses(["5"] * len(texts), texts, spy) == [expected for _, expected in SAMPLES]
+    # one checker call, on the text after </think> of the well-formed samples only
+    assert len(seen) == 1
+    assert seen[0][1] == ["\nSo the answer is \\boxed{5}.", "\n\\boxed{5}", "\nThe answer is \\boxed{6}.",
+                          " and that is all.", "5"]
+
+
+def test_split_trace_parts_and_every_reason_is_listed() -> None:
+    parts = split_trace("<think>\nwork\n</think>\n\\boxed{5}")
+    assert (parts.reason, parts.think, parts.final) == (None, "\nwork\n", "\n\\boxed{5}")
+    reasons = {split_trace(text).reason for text, _ in SAMPLES} - {None}
+    assert reasons == set(R1_DROP_REASONS)
+
+
+def test_block_opened_by_the_chat_template() -> None:
+    prompt = "<|im_start|>assistant\n<think>\n"
+    trace = with_prompt_opening(prompt, "7 - 2 = 5\n</think>\n\\boxed{5}")
+    assert trace == "<think>\n7 - 2 = 5\n</think>\n\\boxed{5}"
+    assert r1_statuses(["5"], [trace], check) == ["correct"]
+    # a prompt that does not open the block: the completion is left as the teacher wrote it (no invented tag)
+    assert with_prompt_opening("<|im_start|>assistant\n", "7 - 2 = 5\n\\boxed{5}") == "7 - 2 = 5\n\\boxed{5}"
+    # a prompt whose block is already closed (a non-thinking chat mode) opens nothing
+    assert with_prompt_opening("<think>\n\n</think>\n\n", "\\boxed{5}") == "\\boxed{5}"
+
+
+def test_decode_keeps_think_tags_registered_as_special_tokens(tiny_tokenizer) -> None:
+    from tokenizers import AddedToken
+
+    tok = copy.deepcopy(tiny_tokenizer)
+    tok.add_tokens([AddedToken("<think>", special=True), AddedToken("</think>", special=True)])
+    ids = tok("<think>7 - 2 = 5</think> \\boxed{5}<|im_end|>", add_special_tokens=False)["input_ids"]
+    assert tok.convert_tokens_to_ids("<think>") in ids  # one token now
+    assert "<think>" not in tok.decode(ids, skip_special_tokens=True)  # what a plain decode would lose
+    assert decode_keeping_think(tok, ids, skipped_special_ids(tok)) == "<think>7 - 2 = 5</think> \\boxed{5}"
+    # an ordinary tokenizer: the same text as skip_special_tokens=True
+    plain = tiny_tokenizer("<think>x</think> 5<|im_end|><|endoftext|>", add_special_tokens=False)["input_ids"]
+    assert decode_keeping_think(tiny_tokenizer, plain, skipped_special_ids(tiny_tokenizer)) == \
+        tiny_tokenizer.decode(plain, skip_special_tokens=True).strip() == "<think>x</think> 5"
