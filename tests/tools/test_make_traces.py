@@ -35,6 +35,14 @@ def test_judge_prompt_keeps_correct_finished_distinct_samples():
     assert [i for i, _ in capped.kept] == [0] and capped.dropped["over_max_keep"] == 2
 
 
+def test_judge_prompt_keeps_r1_traces_verbatim():
+    texts = ["<think>7 - 2 = 5</think>\nSo 5.", "<think>7 - 2 = 5</think>\nSo 5.", "<think>x</think>\n4"]
+    res = mt.judge_prompt(texts, [False] * 3, ["correct", "correct", "incorrect"], "5", None, verbatim=True)
+    assert res.kept == [(0, "<think>7 - 2 = 5</think>\nSo 5.")]  # no "#### 5" appended to a trace
+    assert res.dropped == Counter({"duplicate": 1, "incorrect": 1})
+    assert mt.judge_prompt(texts[:1], [False], ["correct"], "5", None).kept == [(0, texts[0] + "\n#### 5")]
+
+
 def test_exact_match_fallback():
     golds = ["1234", "5", "7", "0.5", "8"]
     texts = ["so #### 1,234", "thus \\boxed{5}", "#### 8", "#### 0.50", "no final answer here"]
