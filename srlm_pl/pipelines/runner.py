@@ -87,7 +87,8 @@ def stage_args(out: Path, pipe: Pipeline, i: int, add_export: bool = False) -> l
     return args
 
 
-def _parse_stage(args: list[str], stage: Stage) -> Any:
+def parse_stage_cli(args: list[str], stage: Stage) -> Any:
+    """The stage's ``LightningCLI`` built without running (models are loaded lazily, so nothing is downloaded)."""
     from srlm_pl.cli import main
 
     err = io.StringIO()
@@ -106,11 +107,11 @@ def validate(pipe: Pipeline, out: Path) -> list[list[str]]:
 
     all_args = []
     for i, stage in enumerate(pipe.stages):
-        cli = _parse_stage(stage_args(out, pipe, i), stage)
+        cli = parse_stage_cli(stage_args(out, pipe, i), stage)
         has_export = any(isinstance(cb, HFExport) and cb.save_final for cb in cli.trainer.callbacks)
         args = stage_args(out, pipe, i, add_export=not has_export)
         if not has_export:
-            _parse_stage(args, stage)
+            parse_stage_cli(args, stage)
         all_args.append(args)
     if any(s.evaluate for s in pipe.stages):
         _check_evaluation(pipe)

@@ -15,6 +15,9 @@ evaluation:
   datasets: [gsm8k, math500, svamp, amc23, aime24]
   settings: {data_root: ../shared/data, max_new_tokens: 2048, batch_size: 64}   # EvalConfig fields
   sampled: {n: 8, temperature: 0.6, top_p: 0.95}   # avg@n per problem; null: greedy pass@1 only
+estimate:                               # for the dry run's GPU-hour estimate (srlm_pl.pipelines.study_check)
+  data: {openai/gsm8k: {rows: 7473, tokens: 300}}   # hub datasets: rows and tokens per example
+  mean_completion_tokens: 600           # expected evaluation completion length
 ```
 
 Choices:
@@ -79,6 +82,7 @@ class StudySpec:
     sampled: dict[str, Any] | None = None
     description: str = ""
     path: str = ""
+    estimate: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -136,7 +140,7 @@ def load_study(path: str | Path) -> StudySpec:
     except OSError as err:
         raise PipelineError(f"study file {where!r} cannot be read: {err}") from err
     raw = _mapping(raw, where)
-    unknown = set(raw) - {"name", "description", "seeds", "arms", "recipes", "overrides", "evaluation"}
+    unknown = set(raw) - {"name", "description", "seeds", "arms", "recipes", "overrides", "evaluation", "estimate"}
     if unknown:
         raise PipelineError(f"{where}: unknown top-level keys {sorted(unknown)}")
     seeds = raw.get("seeds", [0])
@@ -160,7 +164,7 @@ def load_study(path: str | Path) -> StudySpec:
                      overrides=_parse_overrides(raw.get("overrides"), where),
                      datasets=[str(d) for d in ev.get("datasets", ["gsm8k"])], eval_settings=settings,
                      sampled=dict(sampled) if sampled is not None else None,
-                     description=str(raw.get("description", "")), path=where)
+                     description=str(raw.get("description", "")), path=where, estimate=dict(raw.get("estimate") or {}))
 
 
 def recipe_stages(recipe: Recipe, arm: Arm) -> list[Stage]:
