@@ -162,10 +162,14 @@ def test_trace_completion_is_verbatim_in_every_template(tiny_tokenizer) -> None:
     assert tiny_tokenizer.decode(ex["input_ids"][ex["prompt_len"]:]) == trace + "<|im_end|>"
 
 
-def test_sft_module_trains_on_the_trace_verbatim(tmp_path: Path, tiny_tokenizer) -> None:
-    f = _jsonl(tmp_path / "camel.jsonl", CAMEL)
-    dm = SFTDataModule(train=DataSource(path=str(f), format="r1"), batch_size=3, max_length=256)
-    dm.setup("fit")
+def test_sft_module_trains_on_the_trace_verbatim(tmp_path: Path, tiny_tokenizer,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    f = _jsonl(tmp_path / "camel.jsonl", [*CAMEL, {**CAMEL[0], "reasoning_solution": "<think>unclosed \\boxed{5}"}])
+    dm = SFTDataModule(train=DataSource(path=str(f), format="r1", on_bad_row="skip"), batch_size=3, max_length=256)
+    with caplog.at_level(logging.INFO, logger="srlm_pl.data.datamodules"):
+        dm.setup("fit")
+    assert "4 rows read, 1 bad rows skipped (1 no closing </think>), tokens p50 " in caplog.text
+    assert dm.stats()["data/train_bad_rows_skipped"] == 1 and dm.stats()["data/train_rows"] == 3
     batch = dm.collate("train")([dm.datasets["train"][i] for i in range(3)])  # in file order
     for row, labels in zip(CAMEL, batch["labels"].tolist(), strict=True):
         target = [t for t in labels if t != -100]
