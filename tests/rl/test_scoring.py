@@ -66,11 +66,16 @@ def test_a_type_error_inside_a_plain_function_is_not_retried() -> None:
     calls = []
 
     def broken(completions, golds):
-        calls.append(1)
+        calls.append("broken")
         raise TypeError("bug inside the reward")
 
-    out = score(COMPLETIONS, GOLDS, [broken], [1.0], fallback=0.5, **CONTEXT)
-    assert calls == [1] and out.total.tolist() == [0.5] * 4 and out.fallbacks == {"broken": 4}
+    def broken_with_context(completions, golds, **context):
+        calls.append("broken_with_context")
+        raise TypeError("bug inside the reward")
+
+    out = score(COMPLETIONS, GOLDS, [broken, broken_with_context], [1.0, 1.0], fallback=0.5, **CONTEXT)
+    assert calls == ["broken", "broken_with_context"]
+    assert out.total.tolist() == [1.0] * 4 and out.fallbacks == {"broken": 4, "broken_with_context": 4}
 
 
 def test_signature_is_inspected_once_per_reward_class(monkeypatch) -> None:

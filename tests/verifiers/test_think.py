@@ -41,6 +41,7 @@ FILLER = "We check 7 + 7 = 14 again. "  # numbers inside a long think block
         # unclosed block: runs to the end and its own answer counts
         ("<think>16 - 3 = 13, so 13", "13", "13"),
         ("<think>first \\boxed{3} then the answer is 4", "3", "3"),
+        ("<think>the answer is 42</think><think>maybe 7", "7", "42</think><think>maybe 7"),  # not the closed one's
         # answer outside before a trailing unclosed block
         ("<think>a 1</think> The answer is 5. <think> maybe 7", "5", "5"),
         # two blocks: the text between them is answer text; with nothing outside, the last block's number
@@ -70,9 +71,13 @@ def test_text_without_think_tags_is_extracted_as_before() -> None:
     path, untouched), style included."""
     pairs = build_corpus()
     assert len(pairs) > 400
-    for pair in pairs:
-        assert "think>" not in pair.completion
-        assert find_answer(pair.completion) == find_answer(pair.completion, think=False), pair.completion
+    box = "\\boxed{1}"
+    long = [box + "x" * (TAIL_CHARS - len(box)), box + "x" * (TAIL_CHARS - len(box) + 1), "9" * 1_000_000,
+            "y" * 100_000 + " so \\boxed{42}", "think " * 5000 + "so 3", b"\\boxed{6}\xff", "\x00\\boxed{5\ud800}"]
+    for completion in [pair.completion for pair in pairs] + long:
+        assert "think>" not in str(completion)
+        assert find_answer(completion) == find_answer(completion, think=False), completion[:100]
+    assert [find_answer(c).style for c in long[:2]] == ["boxed", "last_number"]  # the box fits the tail or not
 
 
 def test_long_block_then_short_answer() -> None:
