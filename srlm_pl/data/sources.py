@@ -340,13 +340,13 @@ def _normalise_trace_row(row: dict, src: DataSource, where: str, need: tuple[str
     if trace is None and ("solution" in need or ("answer" in need and answer is None)):
         raise DataError(f"{where}: this data needs a reasoning trace but {where_solution} (source {src.describe()})",
                         problem="no trace")
-    out: dict[str, Any] = {"question": question, "solution": trace, "answer": answer}
-    return out | {"trace": True} if trace is not None else out
+    # every row of the split has the key (datasets.Dataset.from_list takes its columns from the first row)
+    return {"question": question, "solution": trace, "answer": answer, "trace": trace is not None}
 
 
 def normalise_row(row: Any, src: DataSource, where: str, index: int, need: tuple[str, ...]) -> dict[str, Any]:
-    """Validate one raw row and map it to ``{id, question, solution, answer}`` (plus ``trace: True`` for a
-    reasoning trace of ``format: r1`` / ``messages``)."""
+    """Validate one raw row and map it to ``{id, question, solution, answer}`` (``format: r1`` / ``messages``
+    also ``trace``: whether the solution is a checked reasoning trace)."""
     if isinstance(row, DataError):
         raise row
     if not isinstance(row, dict):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from srlm_pl.data.collate import tokenize_sft
-from srlm_pl.data.datamodules import SFTDataModule
+from srlm_pl.data.datamodules import PromptDataModule, SFTDataModule
 from srlm_pl.data.sources import DataError, DataSource, load_rows
 from srlm_pl.data.templates import PromptTemplate
 from srlm_pl.models.loading import TINY_TOKENIZER_DIR, ModelSpec
@@ -191,3 +191,19 @@ def test_chat_template_that_opens_a_think_block_is_an_error(tmp_path: Path) -> N
                           template=PromptTemplate(style="plain"))
     plain.setup("fit")
     assert len(plain.datasets["train"]) == 3
+
+
+def test_prompt_only_messages_rows_for_grpo(tmp_path: Path) -> None:
+    """Rows without an assistant turn serve prompt data (the gold from answer_field); every row has ``trace``."""
+    prompt_only = {"messages": [{"role": "user", "content": "What is 5+5?"}], "gold": "\\boxed{10}"}
+    f = _jsonl(tmp_path / "chat.jsonl", [prompt_only, CHAT[0]])
+    src = DataSource(path=str(f), format="messages", answer_field="gold")
+    rows, _ = load_rows(src, need=("question", "answer"))
+    assert [(r["solution"], r["answer"], r["trace"]) for r in rows] == \
+        [(None, "10", False), (CHAT[0]["messages"][2]["content"], "4", True)]
+    dm = PromptDataModule(train=src, batch_size=2)
+    dm.setup("fit")
+    assert dm.datasets["train"]["trace"] == [False, True] and dm.datasets["train"]["answer"] == ["10", "4"]
+    with pytest.raises(DataError, match=f"{f}:1: this data needs a reasoning trace but messages_field 'messages' "
+                                        "has no assistant turn"):
+        load_rows(src, need=SFT)
