@@ -12,6 +12,9 @@ Choices:
 * Tags are never invented: a sample that reasons without tags is dropped (``no_think``). The one exception is
   a chat template that opens the block itself (DeepSeek-R1's ends the prompt with ``<think>\\n``): the
   completion then continues inside that block, and the tag, which the teacher was given, goes back in front.
+* The final part must state its answer in one of ``FINAL_ANSWER_STYLES`` (``\\boxed{}``, ``#### N``, "The answer
+  is N"; found by ``srlm_pl.verifiers.find_answer``), the styles ``DataSource(format="r1")`` accepts, so every
+  kept row loads there; a bare trailing number is ``no_final_answer``.
 * Completions are decoded without special tokens except the think tags, so a tokenizer that registers
   ``<think>`` as a special token keeps it in the text.
 """
@@ -25,6 +28,7 @@ from typing import Any
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 R1_INSTRUCTION = ("Solve the following math problem. First reason step by step inside <think> </think> tags, then "
                   "after </think> give the final answer within \\boxed{}.")
+FINAL_ANSWER_STYLES = ("boxed", "gsm8k", "answer_is")  # srlm_pl.verifiers.extract strategy names
 # why a sample is not a well-formed trace, in the order they are checked
 R1_DROP_REASONS = ("no_think", "two_think_blocks", "unclosed_think", "unopened_think", "text_before_think",
                    "empty_think", "no_final_answer")
@@ -71,10 +75,14 @@ def with_prompt_opening(prompt: str, completion: str) -> str:
 
 def r1_statuses(golds: Sequence[str], texts: Sequence[str],
                 check: Callable[[list[str], list[str]], list[str]]) -> list[str]:
-    """Per sample: why it is not a well-formed trace (``split_trace``), else ``check``'s status (``correct``,
-    ``incorrect``, ...) of its final part alone against the gold; a final part with no answer the checker can
-    find is ``no_final_answer``."""
+    """Per sample: why it is not a well-formed trace (``split_trace``; ``no_final_answer`` also when the final
+    part states no answer in ``FINAL_ANSWER_STYLES``), else ``check``'s status (``correct``, ``incorrect``, ...)
+    of its final part alone against the gold (a ``no_answer`` status is reported as ``no_final_answer``)."""
+    from srlm_pl.verifiers import find_answer
+
     parts = [split_trace(t) for t in texts]
+    parts = [p if p.reason is not None or find_answer(p.final, FINAL_ANSWER_STYLES, think=False) is not None
+             else TraceParts("no_final_answer") for p in parts]
     out: list[str] = [p.reason or "" for p in parts]
     ok = [i for i, p in enumerate(parts) if p.reason is None]
     if ok:

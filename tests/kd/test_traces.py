@@ -37,7 +37,9 @@ SAMPLES = [
     ("</think> 3 + 4 = 7 <think> \\boxed{5}", "unopened_think"),
     ("Sure! <think>7 - 2 = 5</think> \\boxed{5}", "text_before_think"),
     ("<think> \n </think> \\boxed{5}", "empty_think"),
-    ("  \n<think>7 - 2 = 5</think>5", "correct"),
+    ("  \n<think>7 - 2 = 5</think>\nThe answer is 5.", "correct"),
+    ("<think>7 - 2 = 5</think>\n#### 5", "correct"),
+    ("<think>7 - 2 = 5</think>\n5", "no_final_answer"),  # a bare number states no final answer
 ]
 
 
@@ -58,7 +60,7 @@ def test_r1_statuses_batch_checks_only_the_final_parts() -> None:
     # one checker call, on the text after </think> of the well-formed samples only
     assert len(seen) == 1
     assert seen[0][1] == ["\nSo the answer is \\boxed{5}.", "\n\\boxed{5}", "\nThe answer is \\boxed{6}.",
-                          " and that is all.", "5"]
+                          "\nThe answer is 5.", "\n#### 5"]
 
 
 def test_split_trace_parts_and_every_reason_is_listed() -> None:
@@ -92,3 +94,21 @@ def test_decode_keeps_think_tags_registered_as_special_tokens(tiny_tokenizer) ->
     plain = tiny_tokenizer("<think>x</think> 5<|im_end|><|endoftext|>", add_special_tokens=False)["input_ids"]
     assert decode_keeping_think(tiny_tokenizer, plain, skipped_special_ids(tiny_tokenizer)) == \
         tiny_tokenizer.decode(plain, skip_special_tokens=True).strip() == "<think>x</think> 5"
+
+
+def test_every_trace_judged_well_formed_loads_as_format_r1(tmp_path) -> None:
+    """The fixed interface: what make_traces keeps, ``DataSource(format="r1")`` reads (we may be stricter)."""
+    import json
+
+    from srlm_pl.data.sources import DataSource, load_rows
+
+    statuses = r1_statuses(["5"] * len(SAMPLES), [text for text, _ in SAMPLES], check)
+    path = tmp_path / "traces.jsonl"
+    path.write_text("".join(json.dumps({"problem": "What is 7 - 2?", "reasoning_solution": text,
+                                        "groud_truth_solution": "5"}) + "\n" for text, _ in SAMPLES))
+    rows, _ = load_rows(DataSource(path=str(path), format="r1", on_bad_row="skip"), need=("question", "solution"))
+    loaded = {r["solution"] for r in rows}
+    well_formed = [text for (text, _), status in zip(SAMPLES, statuses, strict=True)
+                   if status not in R1_DROP_REASONS]
+    assert set(well_formed) <= loaded, set(well_formed) - loaded  # none of ours refused there
+    assert len(well_formed) == 5

@@ -237,11 +237,11 @@ def test_r1_end_to_end_keeps_well_formed_correct_traces(r1_teacher, tmp_path):
         assert row["reasoning_solution"] == R1_TARGETS[0] and row["groud_truth_solution"] == "7"
     assert len({r["id"] for r in rows}) == len(rows)  # the same trace twice for a prompt is a duplicate
     assert json.loads(out.with_name(out.name + ".meta.json").read_text())["format"] == "r1"
-    # readable with the CAMEL field names
-    got, report = load_rows(DataSource(path=str(out), question_field="problem",
-                                       solution_field="reasoning_solution", answer_field="groud_truth_solution"),
-                            need=("question", "solution"))
-    assert report.kept == len(rows) and [r["answer"] for r in got] == ["7"] * len(rows)
+    # the data side reads them as R1 traces (each trace validated there), verbatim
+    got, report = load_rows(DataSource(path=str(out), format="r1"), need=("question", "solution"))
+    assert report.kept == len(rows) and all(r["trace"] for r in got)
+    assert [(r["question"], r["solution"], r["answer"]) for r in got] == [
+        (r["problem"], r["reasoning_solution"], "7") for r in rows]
     # resume: nothing redone; another --format does not mix into the file
     assert _r1_run(r1_teacher, out.parent / "problems.jsonl", out)["resumed_prompts"] == 12
     with pytest.raises(SystemExit, match="other settings"):
