@@ -148,6 +148,9 @@ HOSTILE = [
     ("5", "\\boxed{" + "\\sqrt{" * 2000 + "2" + "}" * 2000 + "}"),
     ("5", "\\boxed{" + "-" * 5000 + "5}"),
     ("5", "\\boxed{" + "x^" * 3000 + "x}"),
+    ("18", "<think>" + "We check 7 + 7 = 14 again. " * 80_000 + "</think>\nThe answer is 18."),  # 2 MB think block
+    ("5", "</think>" * 250_000 + " so 5"),
+    ("7", "<think>" + "the answer is 7 <think> " * 80_000),  # unclosed, with nested openers
 ]
 
 
@@ -168,6 +171,8 @@ def test_specific_hostile_verdicts(warm_pool) -> None:
     assert verify("5", "\\boxed{9^{9^{9^{9}}}}").status == "incorrect"
     assert verify("5", "\\boxed{5\x00}").status == "correct"
     assert verify("\\frac{1}{2}\x00", "\\boxed{\\frac{1}{2}}\ud800").status == "correct"
+    for gold, completion in HOSTILE[-3:]:  # the think-block cases: the answer after (or in) the block
+        assert verify(gold, completion).status == "correct"
 
 
 def test_hostile_batch_respects_batch_deadline(warm_pool) -> None:

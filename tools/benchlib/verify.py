@@ -6,7 +6,8 @@ chunks of ``--batch`` pairs (one GRPO step's worth) with every cache cleared bef
 already warm; math-verify runs ``parse`` + ``verify`` per pair with its parse caches cleared before each repeat; best
 of ``--repeats``. ``speedup`` is math-verify's time over ours. Worst-case latency is measured over the hostile inputs
 (``data/verifier_hostile.json``) with a 1 s timeout, then a slow legitimate pair that hits the deadline (its worker is
-killed and respawned) and the next symbolic pair right after it (served by the other worker).
+killed and respawned) and the next symbolic pair right after it (served by the other worker). With ``--think``,
+only think-aware extraction is timed against the tag-blind path on long reasoning traces (:mod:`benchlib.verify_think`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 
 from benchlib import common
 from benchlib.verify_data import Pair, corpus, hostile, real_pairs
+from benchlib.verify_think import COLUMNS as THINK_COLUMNS
+from benchlib.verify_think import think_rows
 
 COLUMNS = ["pairs", "n", "ours_pairs_per_s", "math_verify_pairs_per_s", "speedup", "agreement",
            "ours_accuracy_vs_label", "math_verify_accuracy_vs_label"]
@@ -33,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder with gsm8k/test.jsonl and math500/test.jsonl")
     p.add_argument("--no-real-data", action="store_true", help="only the hand-built corpus")
     p.add_argument("--json", help="also write the result here")
+    p.add_argument("--think", action="store_true",
+                   help="only time think-aware extraction against the tag-blind path on long reasoning traces")
 
 
 def time_ours(pairs: list[Pair], batch: int, repeats: int) -> tuple[float, list[bool]]:
@@ -94,6 +99,11 @@ def latency() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 def run(a: argparse.Namespace) -> None:
     from srlm_pl.verifiers import warmup
 
+    if a.think:
+        rows = think_rows(a.data, a.repeats)
+        print(common.table(rows, THINK_COLUMNS))
+        common.emit({"bench": "verify_think", "rows": rows}, a.json)
+        return
     pairs = corpus()
     groups = {style: [p for p in pairs if p.style == style] for style in NAMES}
     real = {} if a.no_real_data or not a.data.is_dir() else real_pairs(a.data)
