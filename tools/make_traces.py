@@ -13,9 +13,10 @@ file directly (``data.init_args.train: {path: traces.jsonl}``: the default field
 
 ``--format r1``: the teacher is asked to reason inside ``<think> ... </think>`` and give the final answer after it
 in ``\\boxed{}`` (or is a reasoning model that writes the block by itself). A sample is kept only when it is one
-closed think block then a final part (else ``no_think``, ``two_think_blocks``, ``unclosed_think``,
-``unopened_think``, ``text_before_think``, ``empty_think``, ``no_final_answer``; see ``srlm_pl.kd.traces``) and
-the final part alone verifies against the gold. Rows are in the layout of ``camel-ai/gsm8k_distilled``:
+closed think block, then a final answer (``\\boxed{}``, ``#### N`` or "The answer is N") after it (else
+``no_think``, ``two_think_blocks``, ``unclosed_think``, ``unopened_think``, ``text_before_think``, ``empty_think``,
+``no_final_answer``; see ``srlm_pl.kd.traces``), and that answer (the text after ``</think>`` alone) verifies
+against the gold. Rows are in the layout of ``camel-ai/gsm8k_distilled``:
 ``{"id", "problem", "reasoning_solution", "groud_truth_solution", "sample_idx"}`` with the trace verbatim and
 the gold final answer; read them with ``data.init_args.train: {path: traces.jsonl, format: r1}``.
 
@@ -25,6 +26,8 @@ ids, drops rows of prompts that were not recorded as finished (an interrupted ba
 
     python tools/make_traces.py --teacher Qwen/Qwen2.5-1.5B-Instruct --dtype bfloat16 \\
         --data openai/gsm8k --data-config main --split train -k 4 --temperature 0.7 --out traces.jsonl
+    python tools/make_traces.py --format r1 --teacher /models/DeepSeek-R1-Distill-Qwen-1.5B --dtype bfloat16 \\
+        --data openai/gsm8k --data-config main --split train -k 4 --max-new-tokens 4096 --out r1_traces.jsonl
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "the final answer, rows {problem, reasoning_solution, groud_truth_solution} (data format r1)")
     f.add_argument("--instruction", default=None,
                    help="text before the question ('' for none; match what the teacher was trained with); default "
-                        f"per --format: gsm8k {GSM8K_INSTRUCTION!r}, r1 {R1_INSTRUCTION!r}")
+                        f"per --format: gsm8k: {GSM8K_INSTRUCTION} r1: {R1_INSTRUCTION}")
     f.add_argument("--system-prompt", default=None, help="system message (chat style)")
     s = p.add_argument_group("sampling")
     s.add_argument("-k", "--num-samples", type=int, default=4, help="samples per prompt")

@@ -139,7 +139,7 @@ def test_help_documents_every_option(capsys):
         mt.parse_args(["--help"])
     text = capsys.readouterr().out
     for opt in ("--teacher", "--gguf-file", "--data", "--split", "-k", "--temperature", "--max-new-tokens",
-                "--batch-size", "--out", "--max-keep", "--overwrite"):
+                "--batch-size", "--out", "--max-keep", "--overwrite", "--format", "r1"):
         assert opt in text
 
 
