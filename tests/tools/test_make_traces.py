@@ -220,6 +220,7 @@ def _check_files_agree(out: Path, summary: dict) -> list[dict]:
 
 def test_r1_end_to_end_keeps_well_formed_correct_traces(r1_teacher, tmp_path):
     from srlm_pl.data.sources import DataSource, load_rows
+    from srlm_pl.kd.traces import split_trace
 
     out = tmp_path / "traces.jsonl"
     summary = _r1_run(r1_teacher, _r1_data(tmp_path), out)
@@ -234,8 +235,10 @@ def test_r1_end_to_end_keeps_well_formed_correct_traces(r1_teacher, tmp_path):
                                        "no_final_answer"}
     for row in rows:  # CAMEL layout; the trace verbatim (no "#### 7" appended), the gold final answer
         assert set(row) == {"id", "problem", "reasoning_solution", "groud_truth_solution", "sample_idx"}
-        assert row["reasoning_solution"] == R1_TARGETS[0] and row["groud_truth_solution"] == "7"
-    assert len({r["id"] for r in rows}) == len(rows)  # the same trace twice for a prompt is a duplicate
+        parts = split_trace(row["reasoning_solution"])
+        assert parts.reason is None and parts.final == "\n\\boxed{7}" and row["groud_truth_solution"] == "7"
+    assert R1_TARGETS[0] in {r["reasoning_solution"] for r in rows}
+    assert len({(r["id"], r["reasoning_solution"]) for r in rows}) == len(rows)  # a repeat is a duplicate
     assert json.loads(out.with_name(out.name + ".meta.json").read_text())["format"] == "r1"
     # the data side reads them as R1 traces (each trace validated there), verbatim
     got, report = load_rows(DataSource(path=str(out), format="r1"), need=("question", "solution"))
