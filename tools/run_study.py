@@ -1,10 +1,10 @@
 """Run a study: every recipe x model arm x seed of a study file, evaluated on several test sets (the paper's study:
-configs/paper/study.yaml), or the study in miniature (no study file: base, SFT, LoRA-SFT, KD, GRPO, SFT→GRPO and
+configs/paper/studies/paper.yaml), or the study in miniature (no study file: base, SFT, LoRA-SFT, KD, GRPO, SFT→GRPO and
 KD→GRPO from one tiny or SmolLM2 base model on the same held-out problems). Both write study.md, study.json, study.png.
 
-    python tools/run_study.py configs/paper/study.yaml --dry-run   # check every stage, list them, GPU-hour estimate
-    python tools/run_study.py configs/paper/study.yaml --out runs/study/paper
-    python tools/run_study.py configs/paper/study_tiny.yaml        # both arms' recipe files, tiny models, CPU
+    python tools/run_study.py configs/paper/studies/paper.yaml --dry-run   # check all stages, list them, GPU hours
+    python tools/run_study.py configs/paper/studies/paper.yaml --out runs/study/paper
+    python tools/run_study.py configs/paper/studies/tiny.yaml             # both arms' recipe files, tiny models, CPU
 
 Study in miniature:
     python tools/run_study.py                          # tiny preset, offline CPU (see docs/evaluation.md for timing)
