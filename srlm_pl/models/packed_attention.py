@@ -1,11 +1,11 @@
 """``attn_implementation: sdpa_packed``: SDPA for packed rows without a dense ``[T, T]`` mask.
 
 A packed row (``data.packing``) holds several examples; ``position_ids`` restart at 0 for each. With plain ``sdpa``,
-transformers turns the restarts into a block-diagonal causal mask of shape ``[B, 1, T, T]`` (bool), and on CPU a
-boolean mask sends ``scaled_dot_product_attention`` to the math kernel, which also stores the ``[B, heads, T, T]``
-attention weights for backward: memory and time grow with ``T**2``. ``sdpa_packed`` builds no mask for such rows
-and calls SDPA with ``is_causal=True`` once per example (a segment of the row), so attention memory grows with
-``T`` and no token attends across examples; RoPE still uses the restarted position ids.
+transformers turns the restarts into a block-diagonal causal mask of shape ``[B, 1, T, T]`` (bool, kept until
+backward), and on CPU every layer's SDPA call turns it into a float32 copy that it saves for backward; the kernel
+also computes every masked-out block: memory and time grow with ``T**2``. ``sdpa_packed`` builds no mask for such
+rows and calls SDPA with ``is_causal=True`` once per example (a segment of the row), so attention memory grows
+with ``T`` and no token attends across examples; RoPE still uses the restarted position ids.
 
 Everything else is plain ``sdpa``, mask included: a batch with an ``attention_mask`` (padding, generation), a KV
 cache past its first chunk, or a row without restarts (a single causal call). Segments are found from

@@ -17,6 +17,7 @@ from srlm_pl.modules.sft import SFTModule
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 from benchlib.backward_memory import measure  # noqa: E402
+from benchlib.longseq import packed_row  # noqa: E402
 
 CHUNK = 256
 LAYERS, HIDDEN = 2, 64
@@ -29,19 +30,6 @@ def _module(attn: str = "sdpa_packed", checkpointing: bool = True) -> SFTModule:
                        loss_chunk_size=CHUNK)
     module.configure_model()
     return module
-
-
-def packed_row(width: int, vocab: int, seed: int = 0) -> dict:
-    """One packed row of exactly ``width`` tokens through the real collator: examples of 600-1,000 tokens (the
-    paper's traces are ~900), a 100-token prompt each (no loss there)."""
-    gen = torch.Generator().manual_seed(seed)
-    examples, left = [], width
-    while left:
-        n = min(left, int(torch.randint(600, 1001, (1,), generator=gen)))
-        ids = torch.randint(0, vocab, (n,), generator=gen).tolist()
-        examples.append({"input_ids": ids, "prompt_len": min(100, n - 1)})
-        left -= n
-    return PackedCollator(pad_token_id=0, max_length=width)([examples])
 
 
 def _per_token(module: SFTModule, width: int) -> tuple[dict, dict]:
