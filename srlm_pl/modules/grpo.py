@@ -63,7 +63,7 @@ from srlm_pl.rl.rollout import (
     group_advantages,
     zero_variance_groups,
 )
-from srlm_pl.rl.scoring import RewardFn, reward_stats, score
+from srlm_pl.rl.scoring import RewardFn, check_reward_budget, reward_stats, score
 
 
 class GRPOModule(PostTrainingModule):
@@ -195,6 +195,7 @@ class GRPOModule(PostTrainingModule):
         if len(weights) != len(rewards):
             raise ValueError(f"model.init_args.reward_weights has {len(weights)} entries for {len(rewards)} rewards")
         self.rewards, self.reward_weights = list(rewards), list(weights)
+        check_reward_budget(self.rewards, max_new_tokens)
         self.sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                        top_k=top_k, stop_strings=list(stop_strings or []),
                                        num_samples=num_generations)

@@ -71,6 +71,15 @@ def score(completions: Sequence[str], golds: Sequence[str], functions: Sequence[
     return out
 
 
+def check_reward_budget(functions: Sequence[RewardFn], max_new_tokens: int) -> None:
+    """Refuse at config time a length-shaped reward (``OverlongPenalty``) whose ``buffer`` exceeds the budget."""
+    for i, fn in enumerate(functions):
+        buffer = getattr(fn, "buffer", None)
+        if isinstance(buffer, int) and buffer > max_new_tokens:
+            raise ValueError(f"model.init_args.rewards[{i}].init_args.buffer ({buffer}) must be at most "
+                             f"model.init_args.max_new_tokens ({max_new_tokens}): the penalty ramp lies in the budget")
+
+
 def reward_stats(scores: Scores) -> dict[str, float]:
     """The logged reward statistics of a batch: the weighted total's and each function's mean and std, each
     function's fallback count, and ``train/accuracy`` when a function is named ``accuracy``."""

@@ -105,3 +105,15 @@ def test_context_of_the_wrong_length_is_an_error() -> None:
     with pytest.raises(ValueError, match="truncated has 1 entries for 4 completions"):
         score(COMPLETIONS, GOLDS, [plain], [1.0], truncated=[True])
     assert isinstance(score(COMPLETIONS, GOLDS, [plain], [1.0]).total, torch.Tensor)
+
+
+def test_a_penalty_ramp_longer_than_the_budget_is_refused_at_config_time() -> None:
+    from srlm_pl.modules.grpo import GRPOModule
+    from srlm_pl.rl.scoring import check_reward_budget
+
+    check_reward_budget([OverlongPenalty(buffer=16)], 16)  # the ramp may span the whole budget
+    with pytest.raises(ValueError, match=r"rewards\[1\].init_args.buffer \(17\) must be at most "
+                                         r"model.init_args.max_new_tokens \(16\)"):
+        check_reward_budget([lambda c, g: [0.0] * len(c), OverlongPenalty(buffer=17)], 16)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        GRPOModule(rewards=[OverlongPenalty(buffer=64)], max_new_tokens=32)
