@@ -87,3 +87,28 @@ def test_packed_attention_stays_inside_each_example() -> None:
             alone = hidden_states(packed.model, {"input_ids": torch.tensor([list(range(3 + i, 3 + i + n))])})[0]
             torch.testing.assert_close(row[start:start + n], alone, rtol=1e-5, atol=1e-5)
             start += n
+
+
+def test_sdpa_packed_leaves_padded_batches_to_sdpa() -> None:
+    """A batch with an ``attention_mask`` (padding: validation, generation) gets ``sdpa``'s own mask and result."""
+    from srlm_pl.data.collate import PadCollator
+    from srlm_pl.models.forward import hidden_states
+
+    packed, plain = _module(checkpointing=False), _module("sdpa", checkpointing=False)
+    batch = PadCollator(pad_token_id=0, max_length=32)([{"input_ids": list(range(5, 5 + n)), "prompt_len": 2}
+                                                        for n in (11, 4, 8)])
+    assert batch["attention_mask"].sum(-1).tolist() == [11, 4, 8]
+    with torch.no_grad():
+        torch.testing.assert_close(hidden_states(packed.model, batch), hidden_states(plain.model, batch),
+                                   rtol=1e-6, atol=1e-6)
+
+
+def test_sdpa_packed_refuses_sliding_window_layers() -> None:
+    from srlm_pl.models.packed_attention import packed_sdpa_attention
+
+    module = _module(checkpointing=False).model.model.layers[0].self_attn
+    q = torch.zeros(1, 4, 6, 16)
+    kv = torch.zeros(1, 2, 6, 16)
+    with pytest.raises(ValueError, match="sliding-window.*model.init_args.policy.attn_implementation"):
+        packed_sdpa_attention(module, q, kv, kv, None, position_ids=torch.tensor([[0, 1, 2, 0, 1, 2]]),
+                              sliding_window=4)
