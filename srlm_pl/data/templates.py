@@ -64,8 +64,9 @@ class PromptTemplate:
             text = self.plain_template.replace("{question}", user)
             return text.rstrip() if self.rstrip_prompt else text
         if not getattr(tokenizer, "chat_template", None):
-            raise ValueError("data.template.style is 'chat' but the tokenizer has no chat template; "
-                             "use style: plain")
+            name = getattr(tokenizer, "name_or_path", "") or "the tokenizer"
+            raise ValueError(f"data.init_args.template.style is 'chat' but {name} has no chat template (a base "
+                             "model?); set data.init_args.template.style: plain")
         messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         messages.append({"role": "user", "content": user})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

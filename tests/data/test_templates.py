@@ -1,3 +1,7 @@
+import copy
+
+import pytest
+
 from srlm_pl.data.answers import format_solution, gold_from_solution, strip_calculator
 from srlm_pl.data.templates import PromptTemplate
 from srlm_pl.verifiers.extract import last_boxed
@@ -34,3 +38,11 @@ def test_chat_and_plain_prompts(tiny_tokenizer) -> None:
     assert plain.prompt("What is 2+2?", tiny_tokenizer) == "Question: What is 2+2?\nAnswer:"
     assert plain.completion("2+2 = <<2+2=4>>4\n#### 4", "4") == " 2+2 = 4\n#### 4"
     assert chat.completion("2+2 = <<2+2=4>>4\n#### 4", "4") == "2+2 = 4\n#### 4"
+
+
+def test_chat_style_without_a_chat_template_names_the_key(tiny_tokenizer) -> None:
+    base = copy.deepcopy(tiny_tokenizer)
+    base.chat_template = None  # a base model's tokenizer
+    with pytest.raises(ValueError, match=r"data.init_args.template.style is 'chat' but .* has no chat template"):
+        PromptTemplate(style="chat").prompt("What is 2+2?", base)
+    assert PromptTemplate(style="plain").prompt("What is 2+2?", base) == "Question: What is 2+2?\nAnswer:"
