@@ -50,6 +50,10 @@ def test_recipe_parses_on_its_own(path: Path, monkeypatch: pytest.MonkeyPatch) -
     if recipe in ("sft", "kd_r1", "lora_sft"):  # the paper's SFT: full at lr 4e-5, LoRA at 1e-4, 4 epochs
         assert lr == (1e-4 if recipe == "lora_sft" else 4e-5) and cfg["trainer"]["max_epochs"] == 4
         assert (policy["lora"] is not None) == (recipe == "lora_sft")
+        # 8,192-token rows with bounded memory: packing, per-example attention, checkpointing, a chunked loss
+        assert cfg["data"]["init_args"]["packing"] and cfg["data"]["init_args"]["max_length"] == 8192
+        assert policy["attn_implementation"] == "sdpa_packed" and policy["gradient_checkpointing"]
+        assert cfg["model"]["init_args"]["loss_chunk_size"] <= 1024
 
 
 @pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.stem)
