@@ -15,8 +15,9 @@ file directly (``data.init_args.train: {path: traces.jsonl}``: the default field
 in ``\\boxed{}`` (or is a reasoning model that writes the block by itself). A sample is kept only when it is one
 closed think block, then a final answer (``\\boxed{}``, ``#### N`` or "The answer is N") after it (else
 ``no_think``, ``two_think_blocks``, ``unclosed_think``, ``unopened_think``, ``text_before_think``, ``empty_think``,
-``no_final_answer``; see ``srlm_pl.kd.traces``), and that answer (the text after ``</think>`` alone) verifies
-against the gold. Rows are in the layout of ``camel-ai/gsm8k_distilled``:
+``no_final_answer``: the problems of ``srlm_pl.verifiers.trace_problem``, named by
+``srlm_pl.kd.traces.DROP_REASONS``), and that answer (the text after ``</think>`` alone) verifies against the gold.
+Rows are in the layout of ``camel-ai/gsm8k_distilled``:
 ``{"id", "problem", "reasoning_solution", "groud_truth_solution", "sample_idx"}`` with the trace verbatim and
 the gold final answer; read them with ``data.init_args.train: {path: traces.jsonl, format: r1}``.
 

@@ -33,8 +33,8 @@ from srlm_pl.data.lengths import LengthStats, check_dropped_at_most_half, length
 from srlm_pl.data.sampling import ResumableDataLoader, ResumableSampler
 from srlm_pl.data.sources import DataError, DataSource, LoadReport, load_rows
 from srlm_pl.data.templates import PromptTemplate
-from srlm_pl.data.traces import THINK_CLOSE, THINK_OPEN
 from srlm_pl.models.loading import ModelSpec, load_tokenizer
+from srlm_pl.verifiers.think import THINK_CLOSE, THINK_OPEN
 
 log = logging.getLogger(__name__)
 Split = Literal["train", "val", "test"]

@@ -32,8 +32,9 @@ from typing import Any, Literal
 from srlm_pl.data.answers import gold_from_solution
 from srlm_pl.data.code_sources import CODE_FIELDS, CODE_PATHS, BuiltinCodeTasks, read_builtin_code, read_humaneval
 from srlm_pl.data.generators import WordProblemGenerator, difficulty_preset
-from srlm_pl.data.traces import R1_FIELDS, TraceProblem, check_trace, gold_from_text, split_messages
+from srlm_pl.data.traces import R1_FIELDS, TraceProblem, gold_from_text, split_messages
 from srlm_pl.verifiers.code_task import is_code_gold
+from srlm_pl.verifiers.trace import check_trace
 
 log = logging.getLogger(__name__)
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -322,11 +323,10 @@ def _trace_parts(row: dict, src: DataSource, where: str) -> tuple[str, str | Non
         return question, None, None
     if not isinstance(trace, str) or not trace.strip():
         raise DataError(f"{where}: field {name!r}: the trace is not text or is empty", problem="empty trace")
-    try:
-        final = check_trace(trace)
-    except TraceProblem as p:
-        raise DataError(f"{where}: field {name!r}: {p}", problem=str(p)) from None
-    return question, trace, final
+    checked = check_trace(trace)
+    if checked.problem is not None:
+        raise DataError(f"{where}: field {name!r}: {checked.problem}", problem=checked.problem)
+    return question, trace, checked.answer
 
 
 def _normalise_trace_row(row: dict, src: DataSource, where: str, need: tuple[str, ...]) -> dict[str, Any]:

@@ -1,10 +1,9 @@
-"""Reasoning-trace rows: checking a ``<think> ... </think>`` trace, and reading chat ``messages`` rows.
+"""Reasoning-trace rows: the CAMEL field names of ``format: r1``, golds, and reading chat ``messages`` rows.
 
-A trace (CAMEL's ``reasoning_solution``, or the assistant turn of a ``messages`` row) must hold exactly one
-``<think> ... </think>`` block followed by a final answer: a ``\\boxed{}``, ``#### N`` or "The answer is N", found
-with the verifiers' extraction (``srlm_pl.verifiers.extract.find_answer``). The functions here return the
-problem as a short phrase (``no closing </think>``, ``two <think> blocks``, ``no final answer after </think>``);
-``srlm_pl.data.sources`` adds the file, line and field and raises or skips the row.
+Whether a trace (CAMEL's ``reasoning_solution``, or the assistant turn of a ``messages`` row) is well-formed is
+:func:`srlm_pl.verifiers.check_trace` (one ``<think> ... </think>`` block, then a final answer; docs/verifiers.md
+has the rules), the same check make_traces and ``ThinkFormatReward`` use; ``srlm_pl.data.sources`` adds the file,
+line and field to its problem and raises or skips the row.
 """
 
 from __future__ import annotations
@@ -12,12 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from srlm_pl.data.answers import gold_from_solution
-from srlm_pl.verifiers.extract import extract_gold, find_answer
+from srlm_pl.verifiers.extract import extract_gold
 
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
-# Final-answer styles accepted after the think block (the extraction strategies of srlm_pl.verifiers.extract).
-FINAL_ANSWER_STYLES: tuple[str, ...] = ("boxed", "gsm8k", "answer_is")
 # ``format: r1``: camel-ai/gsm8k_distilled's field names (its ``groud_truth_solution`` is spelled so).
 R1_FIELDS: dict[str, str] = {"question_field": "problem", "solution_field": "reasoning_solution",
                              "answer_field": "groud_truth_solution"}
@@ -25,39 +20,7 @@ ROLES = ("system", "user", "assistant")
 
 
 class TraceProblem(ValueError):
-    """What is wrong with one trace or ``messages`` value, as a short phrase (no location)."""
-
-
-def _count_word(n: int) -> str:
-    return "two" if n == 2 else str(n)
-
-
-def think_problem(trace: str) -> str | None:
-    """Why ``trace`` is not one ``<think> ... </think>`` block (None when it is)."""
-    opens, closes = trace.count(THINK_OPEN), trace.count(THINK_CLOSE)
-    if opens > 1 or closes > 1:
-        return f"{_count_word(max(opens, closes))} <think> blocks"
-    if opens == 0 and closes == 0:
-        return "no <think> block"
-    if closes == 0:
-        return "no closing </think>"
-    if opens == 0:
-        return "no opening <think> before </think>"
-    if trace.index(THINK_CLOSE) < trace.index(THINK_OPEN):
-        return "</think> comes before <think>"
-    return None
-
-
-def check_trace(trace: str) -> str:
-    """The final answer after the think block of a valid trace; raises ``TraceProblem`` otherwise."""
-    problem = think_problem(trace)
-    if problem is not None:
-        raise TraceProblem(problem)
-    tail = trace.split(THINK_CLOSE, 1)[1]
-    found = find_answer(tail, FINAL_ANSWER_STYLES)
-    if found is None:
-        raise TraceProblem("no final answer after </think>")
-    return found.text
+    """What is wrong with one ``messages`` value, as a short phrase (no location)."""
 
 
 def gold_from_text(text: str) -> str | None:

@@ -6,15 +6,13 @@ Used by ``tools/make_traces.py --format r1``, which writes rows in the layout of
 
 Choices:
 
-* The block boundaries are found with ``str.count`` / ``str.find`` (one linear pass each, no regular
-  expression, so no catastrophic backtracking on long model output); the answer check never reads the text
+* Well-formedness is :func:`srlm_pl.verifiers.check_trace`, the one rule set that ``DataSource(format="r1")``
+  and ``ThinkFormatReward`` apply too (docs/verifiers.md has the rules), so every kept row loads as ``format: r1``;
+  ``DROP_REASONS`` maps its problems to the drop reasons written here. The answer check never reads the text
   inside the block, so a right answer inside the block and a wrong one after it is rejected.
 * Tags are never invented: a sample that reasons without tags is dropped (``no_think``). The one exception is
   a chat template that opens the block itself (DeepSeek-R1's ends the prompt with ``<think>\\n``): the
   completion then continues inside that block, and the tag, which the teacher was given, goes back in front.
-* The final part must state its answer in one of ``FINAL_ANSWER_STYLES`` (``\\boxed{}``, ``#### N``, "The answer
-  is N"; found by ``srlm_pl.verifiers.find_answer``), the styles ``DataSource(format="r1")`` accepts, so every
-  kept row loads there; a bare trailing number is ``no_final_answer``.
 * Completions are decoded without special tokens except the think tags, so a tokenizer that registers
   ``<think>`` as a special token keeps it in the text.
 """
@@ -25,13 +23,27 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+from srlm_pl.verifiers.think import THINK_CLOSE, THINK_OPEN
+from srlm_pl.verifiers.trace import (
+    EMPTY_BLOCK,
+    NO_BLOCK,
+    NO_FINAL_ANSWER,
+    TEXT_BEFORE,
+    TRACE_PROBLEMS,
+    TWO_BLOCKS,
+    UNCLOSED,
+    UNOPENED,
+    check_trace,
+)
+
 R1_INSTRUCTION = ("Solve the following math problem. First reason step by step inside <think> </think> tags, then "
                   "after </think> give the final answer within \\boxed{}.")
-FINAL_ANSWER_STYLES = ("boxed", "gsm8k", "answer_is")  # srlm_pl.verifiers.extract strategy names
+# the drop reason make_traces writes for each problem of srlm_pl.verifiers.check_trace
+DROP_REASONS: dict[str, str] = {NO_BLOCK: "no_think", TWO_BLOCKS: "two_think_blocks", UNCLOSED: "unclosed_think",
+                                UNOPENED: "unopened_think", TEXT_BEFORE: "text_before_think",
+                                EMPTY_BLOCK: "empty_think", NO_FINAL_ANSWER: "no_final_answer"}
 # why a sample is not a well-formed trace, in the order they are checked
-R1_DROP_REASONS = ("no_think", "two_think_blocks", "unclosed_think", "unopened_think", "text_before_think",
-                   "empty_think", "no_final_answer")
+R1_DROP_REASONS: tuple[str, ...] = tuple(DROP_REASONS[p] for p in TRACE_PROBLEMS)
 
 
 @dataclass(frozen=True)
@@ -45,26 +57,10 @@ class TraceParts:
 
 
 def split_trace(text: str) -> TraceParts:
-    """Check that ``text`` is optional whitespace, one ``<think>`` block with some reasoning in it, its closing
-    ``</think>``, then a non-blank final part; split it there."""
-    n_open, n_close = text.count(THINK_OPEN), text.count(THINK_CLOSE)
-    if n_open == 0 and n_close == 0:
-        return TraceParts("no_think")
-    if n_open > 1 or n_close > 1:
-        return TraceParts("two_think_blocks")
-    if n_close == 0:
-        return TraceParts("unclosed_think")
-    start, end = text.find(THINK_OPEN), text.find(THINK_CLOSE)
-    if n_open == 0 or end < start:
-        return TraceParts("unopened_think")
-    if text[:start].strip():
-        return TraceParts("text_before_think")
-    think, final = text[start + len(THINK_OPEN): end], text[end + len(THINK_CLOSE):]
-    if not think.strip():
-        return TraceParts("empty_think")
-    if not final.strip():
-        return TraceParts("no_final_answer")
-    return TraceParts(None, think, final)
+    """``srlm_pl.verifiers.check_trace`` on ``text``, its problem named by its drop reason."""
+    checked = check_trace(text)
+    reason = None if checked.problem is None else DROP_REASONS[checked.problem]
+    return TraceParts(reason, checked.think, checked.final)
 
 
 def with_prompt_opening(prompt: str, completion: str) -> str:
@@ -75,14 +71,10 @@ def with_prompt_opening(prompt: str, completion: str) -> str:
 
 def r1_statuses(golds: Sequence[str], texts: Sequence[str],
                 check: Callable[[list[str], list[str]], list[str]]) -> list[str]:
-    """Per sample: why it is not a well-formed trace (``split_trace``; ``no_final_answer`` also when the final
-    part states no answer in ``FINAL_ANSWER_STYLES``), else ``check``'s status (``correct``, ``incorrect``, ...)
-    of its final part alone against the gold (a ``no_answer`` status is reported as ``no_final_answer``)."""
-    from srlm_pl.verifiers import find_answer
-
+    """Per sample: why it is not a well-formed trace (``split_trace``), else ``check``'s status (``correct``,
+    ``incorrect``, ...) of its final part alone against the gold (a ``no_answer`` status is reported as
+    ``no_final_answer``)."""
     parts = [split_trace(t) for t in texts]
-    parts = [p if p.reason is not None or find_answer(p.final, FINAL_ANSWER_STYLES, think=False) is not None
-             else TraceParts("no_final_answer") for p in parts]
     out: list[str] = [p.reason or "" for p in parts]
     ok = [i for i, p in enumerate(parts) if p.reason is None]
     if ok:

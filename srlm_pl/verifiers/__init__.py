@@ -7,7 +7,9 @@ Public API::
     verify("18", "<think>maybe 42</think> The answer is 18.")  # correct: a think block's numbers are ignored
 
 Extraction is think-aware (:mod:`.think`): text inside ``<think> ... </think>`` is used only when no answer
-follows the block.
+follows the block. Whether a text is a well-formed R1 trace (one block, then a final answer) is
+:func:`trace_problem` / :func:`check_trace` (:mod:`.trace`), the one rule set of the data loader, make_traces and
+``ThinkFormatReward``.
 
 Code: ``verify_code``/``verify_code_batch`` run programs against tests in the sandbox of :mod:`.code`
 (``extract_code`` takes the program out of a completion); see docs/code_sandbox.md.
@@ -24,6 +26,7 @@ from .api import clear_caches, verify, verify_batch, warmup
 from .extract import extract_answer, extract_gold, find_answer
 from .normalize import normalize
 from .think import ThinkSplit, split_think
+from .trace import TRACE_PROBLEMS, TraceCheck, check_trace, trace_problem
 from .verdict import STATUSES, Verdict
 
 _LAZY = {
@@ -61,7 +64,10 @@ _LAZY = {
 
 __all__ = [
     "STATUSES",
+    "TRACE_PROBLEMS",
+    "TraceCheck",
     "Verdict",
+    "check_trace",
     "clear_caches",
     "extract_answer",
     "extract_gold",
@@ -69,6 +75,7 @@ __all__ = [
     "normalize",
     "split_think",
     "ThinkSplit",
+    "trace_problem",
     "verify",
     "verify_batch",
     "warmup",

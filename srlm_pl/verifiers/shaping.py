@@ -4,39 +4,23 @@ Both are selected by ``class_path`` next to ``AccuracyReward`` in a GRPO config 
 (:mod:`.rewards`): ``reward(completions, golds, *, lengths, truncated, max_new_tokens)``.
 
 Design choices: the format reward is binary (1.0 or 0.0, no partial credit, as the R1 / open-r1 format rewards):
-a partly right shape earns nothing, so the policy cannot farm half the reward with a stray tag. The final answer
-after the block is found by the verifiers' own extraction (:func:`.extract.find_answer` with the explicit
-styles), so "has an answer" means the same here as for the format and accuracy rewards.
+a partly right shape earns nothing, so the policy cannot farm half the reward with a stray tag. "Well-formed" is
+:func:`.trace.trace_problem`, the same rules the data loader (``format: r1``) and ``tools/make_traces.py --format
+r1`` apply, so a completion the reward pays for is one those would accept as a trace.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .extract import find_answer, sanitize
-from .rewards import FORMAT_STYLES, Reward
-from .think import THINK_CLOSE, THINK_OPEN
+from .extract import sanitize
+from .rewards import Reward
+from .trace import trace_problem
 
 
-def think_format_ok(completion: str | bytes, styles: Sequence[str] = FORMAT_STYLES["any"]) -> bool:
-    """True when ``completion`` is exactly one non-empty ``<think> ... </think>`` block at its start (leading
-    whitespace allowed), with no other ``<think>``/``</think>`` anywhere, followed by a final answer in one of
-    ``styles`` (extraction strategies of :mod:`.extract`)."""
-    text = sanitize(completion)
-    body = text.lstrip()
-    if not body.startswith(THINK_OPEN) or text.count(THINK_OPEN) != 1 or text.count(THINK_CLOSE) != 1:
-        return False
-    close = body.find(THINK_CLOSE)
-    if not body[len(THINK_OPEN) : close].strip():
-        return False  # an empty block is no reasoning
-    return find_answer(body[close + len(THINK_CLOSE) :], styles, think=False) is not None
-
-
-def think_format_reward(completions: Sequence[str], style: str = "any") -> list[float]:
-    """1.0 for each completion with one well-formed think block at its start followed by a final answer."""
-    if style not in FORMAT_STYLES:
-        raise ValueError(f"unknown format style {style!r}; expected one of {sorted(FORMAT_STYLES)}")
-    return [1.0 if think_format_ok(c, FORMAT_STYLES[style]) else 0.0 for c in completions]
+def think_format_reward(completions: Sequence[str]) -> list[float]:
+    """1.0 for each completion that is a well-formed trace (:func:`.trace.trace_problem` finds no problem)."""
+    return [1.0 if trace_problem(sanitize(c)) is None else 0.0 for c in completions]
 
 
 def overlong_penalty(length: int, max_new_tokens: int, buffer: int) -> float:
@@ -51,31 +35,19 @@ def overlong_penalty(length: int, max_new_tokens: int, buffer: int) -> float:
 
 
 class ThinkFormatReward(Reward):
-    """1.0 for ``<think> reasoning </think>`` then a final answer, else 0.0 (binary)."""
+    """1.0 for ``<think> reasoning </think>`` then a final answer, else 0.0 (binary); no arguments.
+
+    A completion scores 1.0 exactly when :func:`srlm_pl.verifiers.trace_problem` finds no problem: optional
+    whitespace, one non-empty ``<think> ... </think>`` block (no second block, no stray tag, nothing before it),
+    then a final answer stated as ``\\boxed{}``, ``#### N`` or "The answer is N" after ``</think>``. An unclosed
+    block, an answer only inside the block, "Answer: N" or a bare number after it score 0 (docs/verifiers.md has the
+    rules table). To require one answer style, add ``FormatReward(style)`` next to it."""
 
     name = "think_format"
 
-    def __init__(self, style: str = "any") -> None:
-        """Score completions by their reasoning format.
-
-        A completion scores 1.0 when all of these hold, else 0.0 (no partial credit): it starts (after optional
-        whitespace) with ``<think>``; it has exactly one ``<think>`` and one ``</think>`` (a second block or a stray
-        tag anywhere scores 0); the block holds more than whitespace; and the text after ``</think>`` states a
-        final answer in ``style``. An unclosed block scores 0; an answer only inside the block scores 0.
-
-        Args:
-            style: the final-answer format required after the block: ``"boxed"`` (a non-empty ``\\boxed{...}``),
-                ``"gsm8k"`` (a ``#### N`` line), ``"answer_is"`` ("the answer is N" or "Answer: N") or ``"any"``
-                (any of these).
-        """
-        if style not in FORMAT_STYLES:
-            raise ValueError(f"model.init_args.rewards: ThinkFormatReward style must be one of "
-                             f"{sorted(FORMAT_STYLES)}, got {style!r}")
-        self.style = style
-
     def __call__(self, completions: Sequence[str], golds: Sequence[str], *, lengths: Sequence[int] | None = None,
                  truncated: Sequence[bool] | None = None, max_new_tokens: int | None = None) -> list[float]:
-        return think_format_reward(completions, self.style)
+        return think_format_reward(completions)
 
 
 class OverlongPenalty(Reward):

@@ -118,6 +118,27 @@ def test_bad_r1_trace_names_file_line_field_and_problem(tmp_path: Path, trace: s
     assert str(err.value) == f"{f}:3: field 'reasoning_solution': {problem}"
 
 
+# rejected since the loader shares make_traces' and ThinkFormatReward's rules (srlm_pl.verifiers.trace_problem)
+STRICTER_TRACES = [
+    ("Sure! <think>3+2=5</think> \\boxed{5}", "text before <think>"),
+    ("<think> \n </think> \\boxed{5}", "empty <think> block"),
+    ("3+2=5 </think> \\boxed{5}", "no opening <think> before </think>"),
+    ("</think> 3+2=5 <think> \\boxed{5}", "no opening <think> before </think>"),
+    ("<think>3+2=5</think> Answer: 5", "no final answer after </think>"),
+]
+
+
+@pytest.mark.parametrize("trace, problem", STRICTER_TRACES)
+def test_r1_trace_rules_shared_with_make_traces_and_the_reward(tmp_path: Path, trace: str, problem: str) -> None:
+    f = _jsonl(tmp_path / "d.jsonl", [CAMEL[0], {**CAMEL[1], "reasoning_solution": trace}])
+    with pytest.raises(DataError) as err:
+        load_rows(DataSource(path=str(f), format="r1"), need=SFT)
+    assert str(err.value) == f"{f}:2: field 'reasoning_solution': {problem}"
+    leading = {**CAMEL[1], "reasoning_solution": "\n  " + CAMEL[1]["reasoning_solution"]}  # leading whitespace: ok
+    rows, _ = load_rows(DataSource(path=str(_jsonl(tmp_path / "ok.jsonl", [leading])), format="r1"), need=SFT)
+    assert rows[0]["solution"] == leading["reasoning_solution"]
+
+
 @pytest.mark.parametrize("messages, message", [
     (None, "field 'messages' is missing"),
     ("hi", "field 'messages' is a str, expected a list"),

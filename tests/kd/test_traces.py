@@ -8,6 +8,7 @@ import copy
 import pytest
 
 from srlm_pl.kd.traces import (
+    DROP_REASONS,
     R1_DROP_REASONS,
     decode_keeping_think,
     r1_statuses,
@@ -15,7 +16,7 @@ from srlm_pl.kd.traces import (
     split_trace,
     with_prompt_opening,
 )
-from srlm_pl.verifiers import verify_batch
+from srlm_pl.verifiers import TRACE_PROBLEMS, ThinkFormatReward, trace_problem, verify_batch
 
 
 def check(golds: list[str], texts: list[str]) -> list[str]:
@@ -110,5 +111,30 @@ def test_every_trace_judged_well_formed_loads_as_format_r1(tmp_path) -> None:
     loaded = {r["solution"] for r in rows}
     well_formed = [text for (text, _), status in zip(SAMPLES, statuses, strict=True)
                    if status not in R1_DROP_REASONS]
-    assert set(well_formed) <= loaded, set(well_formed) - loaded  # none of ours refused there
+    assert set(well_formed) == loaded, set(well_formed) ^ loaded  # the same rules there: no more, no fewer
     assert len(well_formed) == 5
+
+
+def test_drop_reasons_name_every_trace_problem_in_order() -> None:
+    assert list(DROP_REASONS) == list(TRACE_PROBLEMS) and len(set(R1_DROP_REASONS)) == len(TRACE_PROBLEMS)
+    assert R1_DROP_REASONS == ("no_think", "two_think_blocks", "unclosed_think", "unopened_think",
+                               "text_before_think", "empty_think", "no_final_answer")
+
+
+def test_make_traces_data_loader_and_reward_agree_on_every_sample(tmp_path) -> None:
+    """One rule set: for each sample, make_traces' drop reason, the data loader's problem and the format reward
+    all follow ``trace_problem``."""
+    import json
+
+    from srlm_pl.data.sources import DataSource, load_rows
+
+    texts = [text for text, _ in SAMPLES]
+    path = tmp_path / "traces.jsonl"
+    path.write_text("".join(json.dumps({"problem": "q", "reasoning_solution": t, "groud_truth_solution": "5"}) + "\n"
+                            for t in texts))
+    _, report = load_rows(DataSource(path=str(path), format="r1", on_bad_row="skip"), need=("question", "solution"))
+    problems = [trace_problem(t) for t in texts]
+    assert [split_trace(t).reason for t in texts] == [DROP_REASONS.get(p) for p in problems]
+    assert ThinkFormatReward()(texts, ["5"] * len(texts)) == [1.0 if p is None else 0.0 for p in problems]
+    bad = {p: problems.count(p) for p in problems if p is not None}
+    assert report.reason_counts == bad and report.kept == problems.count(None) == 5

@@ -17,6 +17,7 @@ from srlm_pl.verifiers import (
     find_answer,
     overlong_penalty,
     split_think,
+    trace_problem,
     verify,
     verify_batch,
 )
@@ -138,7 +139,7 @@ THINK_FORMAT = [
     ("<think>16 - 3 - 4 = 9; 9 * 2 = 18</think>\nThe answer is 18.", 1.0),
     ("  \n<think>r</think> \\boxed{18}", 1.0),  # leading whitespace
     ("<think>r</think>\n#### 18", 1.0),
-    ("<think>r</think>\nAnswer: 18", 1.0),
+    ("<think>r</think>\nAnswer: 18", 0.0),  # "Answer: N" is not a trace's final-answer style (trace_problem)
     ("<think>r</think>\n18", 0.0),  # a bare number is no marked final answer
     ("<think>the answer is \\boxed{18}</think> ok", 0.0),  # the answer only inside the block
     ("Sure. <think>r</think> \\boxed{18}", 0.0),  # text before the block
@@ -158,10 +159,9 @@ def test_think_format_reward() -> None:
     assert reward.name == "think_format"
     completions, expected = zip(*THINK_FORMAT, strict=True)
     assert reward(list(completions), [""] * len(completions)) == list(expected)
-    boxed = ThinkFormatReward(style="boxed")
-    assert boxed(["<think>r</think> The answer is 18.", "<think>r</think> so \\boxed{18}."], ["", ""]) == [0.0, 1.0]
-    with pytest.raises(ValueError, match="model.init_args.rewards: ThinkFormatReward style must be one of"):
-        ThinkFormatReward(style="latex")
+    # 1.0 exactly where the shared trace check finds no problem (bytes are decoded first)
+    assert list(expected) == [1.0 if trace_problem(c) is None else 0.0 for c in completions]
+    assert reward([b"<think>r</think> \\boxed{18}\x00"], [""]) == [1.0]
 
 
 def test_overlong_penalty_values() -> None:
@@ -225,16 +225,17 @@ def test_shaping_rewards_are_selectable_by_class_path() -> None:
     jsonargparse = pytest.importorskip("jsonargparse")
     parser = jsonargparse.ArgumentParser()
     parser.add_argument("--rewards", type=list[Reward])
-    config = {"rewards": [{"class_path": "srlm_pl.verifiers.ThinkFormatReward", "init_args": {"style": "boxed"}},
+    config = {"rewards": [{"class_path": "srlm_pl.verifiers.ThinkFormatReward"},
                           {"class_path": "srlm_pl.verifiers.OverlongPenalty", "init_args": {"buffer": 3}}]}
     think, overlong = parser.instantiate_classes(parser.parse_object(config)).rewards
-    assert isinstance(think, ThinkFormatReward) and think.style == "boxed"
+    assert isinstance(think, ThinkFormatReward)
+    assert think(["<think>r</think> #### 1", "#### 1"], ["1", "1"]) == [1.0, 0.0]
     assert isinstance(overlong, OverlongPenalty) and overlong.buffer == 3
     assert overlong(["a", "b"], ["", ""], lengths=[4, 6], max_new_tokens=6) == [pytest.approx(-1 / 3), -1.0]
 
 
 def test_init_docstrings_document_arguments() -> None:
-    for cls, args in {ThinkFormatReward: ["style"], OverlongPenalty: ["buffer"]}.items():
+    for cls, args in {OverlongPenalty: ["buffer"]}.items():
         doc = cls.__init__.__doc__ or ""
         for arg in args:
             assert f"{arg}:" in doc, (cls.__name__, arg)
