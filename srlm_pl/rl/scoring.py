@@ -71,13 +71,18 @@ def score(completions: Sequence[str], golds: Sequence[str], functions: Sequence[
     return out
 
 
-def check_reward_budget(functions: Sequence[RewardFn], max_new_tokens: int) -> None:
-    """Refuse at config time a length-shaped reward (``OverlongPenalty``) whose ``buffer`` exceeds the budget."""
+def check_reward_budget(functions: Sequence[RewardFn], max_new_tokens: int,
+                        key: str = "model.init_args.rewards") -> None:
+    """Refuse at config time a length-shaped reward (``OverlongPenalty``) whose ``buffer`` exceeds the budget, also
+    inside a ``WeightedReward`` (whose ``rewards`` would otherwise all fall back on every batch)."""
     for i, fn in enumerate(functions):
         buffer = getattr(fn, "buffer", None)
         if isinstance(buffer, int) and buffer > max_new_tokens:
-            raise ValueError(f"model.init_args.rewards[{i}].init_args.buffer ({buffer}) must be at most "
-                             f"model.init_args.max_new_tokens ({max_new_tokens}): the penalty ramp lies in the budget")
+            raise ValueError(f"{key}[{i}].init_args.buffer ({buffer}) must be at most model.init_args.max_new_tokens "
+                             f"({max_new_tokens}): the penalty ramp lies in the budget")
+        nested = getattr(fn, "rewards", None)
+        if isinstance(nested, (list, tuple)):
+            check_reward_budget(nested, max_new_tokens, f"{key}[{i}].init_args.rewards")
 
 
 def reward_stats(scores: Scores) -> dict[str, float]:

@@ -117,3 +117,8 @@ def test_a_penalty_ramp_longer_than_the_budget_is_refused_at_config_time() -> No
         check_reward_budget([lambda c, g: [0.0] * len(c), OverlongPenalty(buffer=17)], 16)
     with pytest.raises(ValueError, match="max_new_tokens"):
         GRPOModule(rewards=[OverlongPenalty(buffer=64)], max_new_tokens=32)
+    from srlm_pl.verifiers import AccuracyReward, WeightedReward
+
+    nested = WeightedReward([AccuracyReward(), OverlongPenalty(buffer=100)], [1.0, 1.0])
+    with pytest.raises(ValueError, match=r"rewards\[0\].init_args.rewards\[1\].init_args.buffer \(100\)"):
+        check_reward_budget([nested], 50)
