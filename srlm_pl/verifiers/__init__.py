@@ -6,10 +6,11 @@ Public API::
     verify("#### 18", "... so the answer is $18.00$.")  # Verdict(status="correct", extracted="18.00")
     verify("18", "<think>maybe 42</think> The answer is 18.")  # correct: a think block's numbers are ignored
 
-Extraction is think-aware (:mod:`.think`): text inside ``<think> ... </think>`` is used only when no answer
-follows the block. Whether a text is a well-formed R1 trace (one block, then a final answer) is
-:func:`trace_problem` / :func:`check_trace` (:mod:`.trace`), the one rule set of the data loader, make_traces and
-``ThinkFormatReward``.
+Extraction is think-aware (:mod:`.think`, :func:`.extract.find_answer`): an explicit final answer after the
+last ``<think> ... </think>`` block first, then one inside the block, then the weak fallbacks (a bare answer, the
+last number) after and inside it; the text in front of the block never beats it. Whether a text is a well-formed
+R1 trace (one block, then a final answer) is :func:`trace_problem` / :func:`check_trace` (:mod:`.trace`), the one
+rule set of the data loader, make_traces and ``ThinkFormatReward``.
 
 Code: ``verify_code``/``verify_code_batch`` run programs against tests in the sandbox of :mod:`.code`
 (``extract_code`` takes the program out of a completion); see docs/code_sandbox.md.

@@ -13,9 +13,12 @@ Design choices:
 * The order of strategies is configurable (``priority``). The default is: last box, ``#### N``,
   "the (final) answer is ...", "Answer: ...", a completion that is nothing but a bare answer, then the last
   number in the text.
-* Think-aware by default: numbers and answers inside ``<think> ... </think>`` are ignored when the text outside
-  the blocks has an answer, and used only when it has none; an unclosed ``<think>`` runs to the end and its
-  content counts (:mod:`.think`). The window's state at its start (inside a block or not) is read from the last
+* Think-aware by default (:func:`find_answer`): an explicit answer (``EXPLICIT_STYLES``) after the last closed
+  ``<think> ... </think>`` block wins, then an explicit answer inside that block, then the weak fallbacks (a bare
+  answer, the last number) after the block, then inside it; the text in front of the block comes last (searched
+  the same way at its own last block). So a stray number never beats a boxed answer in the block, and numbers in
+  the block never beat a final answer after it. An unclosed ``<think>`` runs to the end and its content counts as
+  text after the block (:mod:`.think`). The window's state at its start (inside a block or not) is read from the last
   tag before it with ``str.rfind``, so a block longer than the window followed by a short answer works and a huge
   block costs no more than the window.
 * Gold answers use :func:`extract_gold`: a box, then ``#### N``, else the whole string is the answer (a
@@ -28,7 +31,7 @@ import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from .think import split_think, window_start
+from .think import think_segments, window_start
 
 TAIL_CHARS = 6000
 STYLES: tuple[str, ...] = ("boxed", "gsm8k", "answer_is", "answer_colon", "whole", "last_number")
@@ -222,6 +225,21 @@ def _first_hit(text: str, priority: Sequence[str]) -> Extraction | None:
     return None
 
 
+def _think_hit(gaps: list[str], blocks: list[str], priority: Sequence[str]) -> Extraction | None:
+    """The think-aware order over a text cut at its blocks (:func:`.think.think_segments`): from the last block
+    back, explicit styles after it, explicit styles in it, the other styles after it, the other styles in it; the
+    text in front of the first block last. Each segment is searched at most twice."""
+    explicit = [s for s in priority if s in EXPLICIT_STYLES]
+    weak = [s for s in priority if s not in EXPLICIT_STYLES]
+    for i in range(len(blocks) - 1, -1, -1):
+        after, block = gaps[i + 1], blocks[i]
+        for styles, text in ((explicit, after), (explicit, block), (weak, after), (weak, block)):
+            found = _first_hit(text, styles) if text else None
+            if found is not None:
+                return found
+    return _first_hit(gaps[0], priority) if gaps[0] else None
+
+
 def find_answer(
     completion: str | bytes,
     priority: Sequence[str] = DEFAULT_PRIORITY,
@@ -231,16 +249,18 @@ def find_answer(
 ) -> Extraction | None:
     """Try the strategies in ``priority`` order on the tail of ``completion``; first hit wins.
 
-    With ``think`` (the default) the text inside ``<think> ... </think>`` blocks is searched only when the text
-    outside them has no answer (:mod:`srlm_pl.verifiers.think` has the rules; an unclosed block's content
-    counts as outside). A completion without think tags is searched as a whole either way."""
+    With ``think`` (the default) a text with think tags is searched in the order of :func:`_think_hit`: an explicit
+    answer after the last closed block, then one inside it, then the weak styles (those not in
+    ``EXPLICIT_STYLES``) after it and inside it, and the text in front of the block only after that
+    (:mod:`srlm_pl.verifiers.think` has the tag rules; an unclosed block's content counts as text after the block).
+    A completion without think tags is searched as a whole either way."""
     if not think:
         return _first_hit(_tail(completion, tail_chars), priority)
     text, inside = _think_tail(completion, tail_chars)
-    parts = split_think(text, inside=inside)
-    if parts is None:
+    segments = think_segments(text, inside=inside)
+    if segments is None:
         return _first_hit(text, priority)
-    return _first_hit(parts.answer, priority) or (_first_hit(parts.thought, priority) if parts.thought else None)
+    return _think_hit(segments.gaps, segments.blocks, priority)
 
 
 def extract_answer(

@@ -23,7 +23,7 @@ from srlm_pl.verifiers import (
 )
 from srlm_pl.verifiers.extract import TAIL_CHARS
 from srlm_pl.verifiers.rewards import CONTEXT_KEYS, context_keys
-from srlm_pl.verifiers.think import ThinkSplit, window_start
+from srlm_pl.verifiers.think import ThinkSegments, ThinkSplit, think_segments, window_start
 from verifier_corpus import build_corpus
 
 FILLER = "We check 7 + 7 = 14 again. "  # numbers inside a long think block
@@ -32,24 +32,34 @@ FILLER = "We check 7 + 7 = 14 again. "  # numbers inside a long think block
 @pytest.mark.parametrize(
     ("completion", "expected", "without_think"),  # without_think: extract_answer(..., think=False)
     [
-        # an answer after the block wins over every answer inside it (even a higher-priority style)
+        # (1) an explicit answer after the block wins over every answer inside it (even a higher-priority style)
         ("<think>first guess \\boxed{42}</think>\nSo the answer is 18.", "18", "42"),
-        ("<think>The answer is 42.</think>\n\nJanet makes 18 dollars a day.", "18", "42.</think>"),
+        ("<think>the answer is 42</think>\n#### 18", "18", "18"),
+        # (2) an explicit answer inside the block beats a stray number or a bare answer after it (the reviewer's case)
+        ("<think>so the total is \\boxed{12}</think>\nI used 2 steps.", "12", "12"),
+        ("<think>The answer is 42.</think>\n\nJanet makes 18 dollars a day.", "42", "42.</think>"),
+        ("<think>the answer is 42</think>\n18", "42", "42</think>"),
+        # (3) the weak fallbacks: after the block first, then inside
         ("<think>16 - 3 - 4 = 9, 9 * 2 = 18. Or 20?</think>\n18", "18", "18"),
-        # numbers only inside the block: the block's content is used
         ("<think>16 - 3 - 4 = 9 and 9 * 2 = 18</think>\n", "18", "18"),
         ("<think>so \\boxed{7}</think>   \n", "7", "7"),
-        # unclosed block: runs to the end and its own answer counts
+        # text before the block never beats the block (the reviewer's second case), and counts only after it
+        ("We have 3 apples and 4 pears. <think>so \\boxed{12}</think>", "12", "12"),
+        ("The answer is 5. <think>x is 9</think>", "9", "5"),
+        ("The answer is 5. <think>let me think about it more</think>", "5", "5"),
+        # unclosed block: runs to the end and its own answer counts (as text after the last closed block)
         ("<think>16 - 3 = 13, so 13", "13", "13"),
         ("<think>first \\boxed{3} then the answer is 4", "3", "3"),
-        ("<think>the answer is 42</think><think>maybe 7", "7", "42</think><think>maybe 7"),  # not the closed one's
-        # answer outside before a trailing unclosed block
         ("<think>a 1</think> The answer is 5. <think> maybe 7", "5", "5"),
-        # two blocks: the text between them is answer text; with nothing outside, the last block's number
-        ("<think>try \\boxed{1}</think> The answer is 5. <think>check \\boxed{9}</think>", "5", "9"),
+        ("<think>the answer is 42</think><think>maybe 7", "42", "42</think><think>maybe 7"),  # (2) before (3)
+        ("<think>the answer is 42</think><think>so \\boxed{7}", "7", "7"),
+        # two blocks: the last closed one is "the block"; the text between them is text before it
+        ("<think>try \\boxed{1}</think> The answer is 5. <think>check \\boxed{9}</think>", "9", "9"),
+        ("<think>try \\boxed{1}</think> The answer is 5. <think>let me check that once more</think>", "5", "1"),
         ("<think>x is 1</think><think>y is 9</think>", "9", "9"),
         # a </think> without <think> (the chat template opened the block in the prompt)
-        ("Janet has 16 eggs, the answer is 42 </think> The total is 18.", "18", "42 </think> The total is 18"),
+        ("Janet has 16 eggs, 16 - 3 = 13 </think> The total is 18.", "18", "18"),
+        ("Janet has 16 eggs, the answer is 42 </think> The total is 18.", "42", "42 </think> The total is 18"),
         ("<think>the answer is 42</think>", "42", "42</think>"),
     ],
 )
@@ -65,6 +75,16 @@ def test_split_think_rules() -> None:
     assert split_think("a </think> b </think> c") == ThinkSplit(" c", "a \n b ")
     assert split_think("rest of a block</think> 5", inside=True) == ThinkSplit(" 5", "rest of a block")
     assert split_think("still thinking 5", inside=True) == ThinkSplit("still thinking 5", "")
+
+
+def test_think_segments_cut_at_closed_blocks() -> None:
+    """gaps[i] is the answer text in front of block i, gaps[-1] the text after the last block (an unclosed block's
+    content included, a dropped tag splitting it into lines)."""
+    assert think_segments("no tags") is None
+    assert think_segments("a <think>b</think> c <think>d</think> e <think>f") == ThinkSegments(
+        ["a ", " c ", " e \nf"], ["b", "d"])
+    assert think_segments("r </think> 5", inside=False) == ThinkSegments(["", " 5"], ["r "])
+    assert think_segments("x", inside=True) == ThinkSegments(["x"], [])
 
 
 def test_text_without_think_tags_is_extracted_as_before() -> None:
@@ -83,10 +103,11 @@ def test_text_without_think_tags_is_extracted_as_before() -> None:
 
 def test_long_block_then_short_answer() -> None:
     """The block is longer than the scanned tail, so its <think> is outside the window; the window's start is
-    inside the block, and an "answer is" in the block's last part must not beat the short answer after it."""
+    inside the block, and an "answer is" in the block's last part must not beat the explicit answer after it."""
     text = "<think>" + FILLER * (2 * TAIL_CHARS // len(FILLER)) + "So the answer is 42. Let me write <think> again."
-    assert extract_answer(text + "</think>\n18") == "18"
+    assert extract_answer(text + "</think>\n#### 18") == "18"
     assert extract_answer(text + "</think>\n\\boxed{18}") == "18"
+    assert extract_answer(text + "</think>\n18") == "42"  # a bare number after it is weaker than the block's answer
     assert extract_answer(text + "</think>\n") == "42"  # nothing after the block: the block's own answer
     assert extract_answer(text) == "42"  # unclosed: its own answer counts
     assert window_start(text + "</think>\n18", len(text) - 30) == (len(text) - 30, True)
@@ -105,7 +126,7 @@ def test_huge_block_work_is_bounded(monkeypatch) -> None:
     """A 2-million-character block (with 40,000 nested tags at its end): the tag parsing and every extraction strategy
     see at most TAIL_CHARS characters, and the answer after the block is found."""
     seen: list[int] = []
-    split, run_style = extract_module.split_think, extract_module._run_style
+    split, run_style = extract_module.think_segments, extract_module._run_style
 
     def split_spy(text, **kw):
         seen.append(len(text))
@@ -115,7 +136,7 @@ def test_huge_block_work_is_bounded(monkeypatch) -> None:
         seen.append(len(text))
         return run_style(style, text)
 
-    monkeypatch.setattr(extract_module, "split_think", split_spy)
+    monkeypatch.setattr(extract_module, "think_segments", split_spy)
     monkeypatch.setattr(extract_module, "_run_style", run_spy)
     block = FILLER * 40_000 + "the answer is 7 <think> " * 40_000
     assert extract_answer("<think>" + block + "</think>\nThe answer is 18.") == "18"
