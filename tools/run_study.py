@@ -22,6 +22,7 @@ import time
 import typing
 
 from srlm_pl.evaluation.cli import log_to_console
+from srlm_pl.evaluation.predictions import EvalError
 from srlm_pl.pipelines import PipelineError, StageFailed
 from srlm_pl.pipelines.study import StudyConfig, run_study
 
@@ -41,13 +42,16 @@ def main(argv: list[str] | None = None) -> int:
                    "stage list and a GPU-hour estimate; train nothing")
     p.add_argument("--out", help="output folder (default runs/study/<model or study name>)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads per stage (0: torch's default; 1 on a busy CPU)")
-    p.add_argument("--restart_from", help="redo this recipe and every later one (after changing its settings)")
+    p.add_argument("--restart_from", help="redo this recipe (a study file: this stage, in every arm and seed) and "
+                   "every later one, after changing its settings")
     p.add_argument("--in_process", action="store_true", help="run stages in this process (default: subprocesses)")
     a = p.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     log_to_console()
     if a.study:
         return study_file_main(a)
+    if a.dry_run:
+        p.error("--dry-run needs a study file (e.g. configs/paper/studies/paper.yaml)")
     cfg = StudyConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(StudyConfig)})
     out = a.out or f"runs/study/{cfg.model}"
     start = time.perf_counter()
@@ -75,8 +79,9 @@ def study_file_main(a: argparse.Namespace) -> int:
 
             print(dry_run(spec, out))
             return 0
-        run_study_file(spec, out, launcher="inprocess" if a.in_process else "subprocess", threads=a.threads)
-    except (PipelineError, StageFailed, FileNotFoundError) as err:
+        run_study_file(spec, out, launcher="inprocess" if a.in_process else "subprocess", threads=a.threads,
+                       restart_from=a.restart_from)
+    except (PipelineError, StageFailed, EvalError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(open(os.path.join(out, "study.md"), encoding="utf-8").read())

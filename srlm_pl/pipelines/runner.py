@@ -45,7 +45,9 @@ class StageFailed(RuntimeError):
 
 
 def stage_dir(out: Path, pipe: Pipeline, name: str) -> Path:
-    return out / f"{pipe.index(name)}_{name}"
+    """``<out>/<index>_<name>``, or ``<out>/<name>`` for a pipeline with ``named_dirs`` (a study: folders that do
+    not move when recipes are added or reordered)."""
+    return out / (name if pipe.named_dirs else f"{pipe.index(name)}_{name}")
 
 
 def export_dir(out: Path, pipe: Pipeline, name: str) -> Path:

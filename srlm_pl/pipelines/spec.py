@@ -70,6 +70,7 @@ class Pipeline:
     init: str | None = None
     export: str = "final"
     description: str = ""
+    named_dirs: bool = False  # stage folders named <name> instead of <index>_<name> (studies)
 
     def index(self, name: str) -> int:
         return next(i for i, s in enumerate(self.stages) if s.name == name)
@@ -133,13 +134,18 @@ def eval_fields(raw: dict[str, Any], where: str) -> dict[str, Any]:
     return out
 
 
+def read_yaml(path: str | Path, kind: str) -> Any:
+    """A YAML file's content; an unreadable or malformed file is a ``PipelineError`` naming it."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise PipelineError(f"{kind} {str(path)!r} cannot be read: {err}") from err
+
+
 def load_pipeline(path: str | Path) -> Pipeline:
     """Parse and check a pipeline file (structure, names, references, config paths); not the stage configs."""
     where = str(path)
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except OSError as err:
-        raise PipelineError(f"pipeline file {where!r} cannot be read: {err}") from err
+    raw = read_yaml(path, "pipeline file")
     if not isinstance(raw, dict) or not isinstance(raw.get("stages"), list) or not raw["stages"]:
         raise PipelineError(f"{where}: expected a mapping with a non-empty 'stages' list")
     unknown = set(raw) - {"name", "description", "stages", "evaluation", "init", "export"}

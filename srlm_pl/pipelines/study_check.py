@@ -10,7 +10,10 @@ the 0.5B policy in bf16 autocast). Work per stage comes from its parsed config: 
 per row; GRPO = steps x prompts x G x (generation of ``max_new_tokens`` + training on prompt + completion);
 evaluation = problems x samples x the expected completion length. Rows and tokens per row of a local JSONL are
 counted (4 characters per token); hub datasets use the study file's ``estimate`` table. Every completion is
-assumed to run to ``max_new_tokens`` in GRPO (an upper bound), dynamic-sampling refills are not counted.
+assumed to run to ``max_new_tokens`` in GRPO and in validation (an upper bound; validation = runs x
+``val_generation.num_prompts`` x its ``max_new_tokens``), dynamic-sampling refills are not counted. With packing a
+training step holds ``max_length`` tokens of several examples, so ``max_steps`` is converted to examples by
+``max_length / tokens per example``.
 """
 
 from __future__ import annotations
@@ -54,15 +57,15 @@ def reference(value: str | None) -> str:
     if Path(value).exists():
         return "local"
     looks_local = value.startswith((".", "/", "~")) or value.endswith((".jsonl", ".json", ".parquet"))
-    if looks_local or value.count("/") != 1:
+    if looks_local or value.count("/") != 1 or Path(value.split("/")[0]).is_dir():  # runs/x: a local path
         return "missing"
     try:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import scan_cache_dir
 
-        cached = try_to_load_from_cache(value, "config.json")
-    except Exception:  # noqa: BLE001 (an invalid repo id or an old hub client: just not checked)
-        cached = None
-    return "hub id, in the local cache" if isinstance(cached, str) else "hub id, not checked (offline)"
+        cached = any(repo.repo_id == value for repo in scan_cache_dir().repos)
+    except Exception:  # noqa: BLE001 (no cache folder yet, or an old hub client: just not checked)
+        cached = False
+    return "hub id, in the local cache" if cached else "hub id, not checked (offline)"
 
 
 def _rows_tokens(source: dict[str, Any], table: dict[str, Any]) -> tuple[int, float, str]:
@@ -85,28 +88,53 @@ def _rows_tokens(source: dict[str, Any], table: dict[str, Any]) -> tuple[int, fl
     return rows, float(known["tokens"]), f"estimate table ({known['rows']} rows x {known['tokens']} tokens)"
 
 
+def _validation_seconds(trainer: dict[str, Any], init: dict[str, Any], steps: float, epochs: float,
+                        tp: Throughput) -> float:
+    """Generation-based validation: runs x prompts x ``max_new_tokens`` (every completion at its full budget)."""
+    val = init.get("val_generation") or {}
+    prompts, new = int(val.get("num_prompts") or 0), int(val.get("max_new_tokens") or 0)
+    if not prompts or trainer.get("limit_val_batches") == 0:
+        return 0.0
+    interval = trainer.get("val_check_interval")
+    if isinstance(interval, int) and interval > 1:
+        runs = steps / interval  # every k optimizer steps
+    else:  # a fraction of an epoch (1.0 by default)
+        runs = epochs / float(interval or 1.0)
+    runs += 1 if trainer.get("num_sanity_val_steps") == -1 else 0
+    return runs * prompts * new / tp.generation
+
+
 def stage_seconds(cfg: dict[str, Any], tp: Throughput, table: dict[str, Any]) -> tuple[float, str]:
-    """Estimated GPU seconds of one parsed stage config, and how they were computed."""
+    """Estimated GPU seconds of one parsed stage config (training + validation), and how they were computed."""
     trainer, init = cfg["trainer"], cfg["model"]["init_args"]
     data = cfg["data"]["init_args"]
     module = cfg["model"]["class_path"].rsplit(".", 1)[-1]
     rows, tokens, source = _rows_tokens(data["train"], table)
-    batch = int(data.get("batch_size") or 1) * int(trainer.get("accumulate_grad_batches") or 1)
+    micro, accumulate = int(data.get("batch_size") or 1), int(trainer.get("accumulate_grad_batches") or 1)
+    max_steps = int(trainer.get("max_steps") or -1)
+    epochs = float(trainer.get("max_epochs") or 1)
     if module == "GRPOModule":
-        steps = int(trainer["max_steps"]) if trainer.get("max_steps", -1) > 0 else \
-            int(trainer.get("max_epochs") or 1) * rows // int(data["batch_size"])
-        completions = steps * int(data["batch_size"]) * int(init["num_generations"])
+        steps = max_steps if max_steps > 0 else int(epochs * rows // micro)
+        completions = steps * micro * int(init["num_generations"])
         new = int(init["max_new_tokens"])
         seconds = completions * new / tp.generation + completions * (new + tokens) / tp.grpo_train
-        return seconds, f"{steps} steps x {completions // max(steps, 1)} completions x {new} tokens; {source}"
-    epochs = int(trainer.get("max_epochs") or 1)
-    seen = int(trainer["max_steps"]) * batch if trainer.get("max_steps", -1) > 0 else epochs * rows
+        val = _validation_seconds(trainer, init, steps, steps * micro / max(rows, 1), tp)
+        return seconds + val, (f"{steps} steps x {completions // max(steps, 1)} completions x {new} tokens "
+                               f"+ validation {val / 3600:.2f} h; {source}")
+    # rows seen: whole epochs, or max_steps x batch when that ends the run first; a packed row holds
+    # max_length tokens of several examples, so max_steps counts packed rows, not examples
+    per_step = micro * accumulate * (data["max_length"] / tokens if data.get("packing") else 1)
+    seen = epochs * rows if max_steps <= 0 else min(epochs * rows, max_steps * per_step)
+    steps = seen / (micro * accumulate * (data["max_length"] / tokens if data.get("packing") else 1))
+    val = _validation_seconds(trainer, init, steps, seen / max(rows, 1), tp)
     total = seen * tokens
     if module == "DistillModule":
         lmbda, new = float(init.get("lmbda") or 0.0), int(init.get("max_new_tokens") or 0)
-        seconds = total / tp.kd + lmbda * seen * new / tp.generation
-        return seconds, f"{seen} rows x {tokens:.0f} tokens at KD speed (+ on-policy sampling {lmbda:g}); {source}"
-    return total / tp.sft, f"{seen} rows x {tokens:.0f} tokens at SFT speed; {source}"
+        seconds = total / tp.kd + lmbda * seen * new / tp.generation + val
+        return seconds, (f"{seen:.0f} rows x {tokens:.0f} tokens at KD speed (+ on-policy sampling {lmbda:g}) "
+                         f"+ validation {val / 3600:.2f} h; {source}")
+    return total / tp.sft + val, (f"{seen:.0f} rows x {tokens:.0f} tokens at SFT speed + validation "
+                                  f"{val / 3600:.2f} h; {source}")
 
 
 def eval_seconds(spec: StudySpec, tp: Throughput, completion_tokens: float) -> tuple[float, str]:

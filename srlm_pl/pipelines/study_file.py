@@ -36,15 +36,17 @@ Choices:
 from __future__ import annotations
 
 import fnmatch
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from srlm_pl.pipelines.spec import PLACEHOLDER, Pipeline, PipelineError, Stage, eval_fields, load_pipeline
+from srlm_pl.pipelines.spec import PLACEHOLDER, Pipeline, PipelineError, Stage, eval_fields, load_pipeline, read_yaml
 
 ROOT = "<arm>"  # the parent key of a stage that starts from the arm's model
+RECIPE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # no '.': merged stage names are <recipe>.<stage>
 
 
 @dataclass
@@ -99,28 +101,38 @@ def _mapping(raw: Any, where: str) -> dict[str, Any]:
     return raw
 
 
+def _entries(raw: Any, where: str, section: str, allowed: set[str]) -> list[tuple[str, dict[str, Any]]]:
+    """The ``section`` mapping's entries, each a mapping with only ``allowed`` keys."""
+    out = []
+    for key, spec in _mapping(raw, f"{where}: {section}").items():
+        spec = _mapping(spec, f"{where}: {section}.{key}")
+        unknown = set(spec) - allowed
+        if unknown:
+            raise PipelineError(f"{where}: {section}.{key}: unknown keys {sorted(unknown)} "
+                                f"(allowed: {sorted(allowed)})")
+        out.append((str(key), spec))
+    return out
+
+
 def _parse_arms(raw: Any, where: str) -> list[Arm]:
     arms = []
-    for key, spec in _mapping(raw, f"{where}: arms").items():
-        spec = _mapping(spec, f"{where}: arms.{key}")
-        unknown = set(spec) - {"label", "model", "evaluation"}
-        if unknown or "model" not in spec:
-            raise PipelineError(f"{where}: arms.{key} needs 'model' (and optional label, evaluation); "
-                                f"unknown keys: {sorted(unknown)}")
-        arms.append(Arm(str(key), str(spec.get("label", key)), str(spec["model"]),
+    for key, spec in _entries(raw, where, "arms", {"label", "model", "evaluation"}):
+        if "model" not in spec:
+            raise PipelineError(f"{where}: arms.{key} needs 'model' (a hub id or a folder)")
+        arms.append(Arm(key, str(spec.get("label", key)), str(spec["model"]),
                         eval_fields(dict(spec.get("evaluation") or {}), f"{where}: arms.{key}")))
     return arms
 
 
 def _parse_recipes(raw: Any, where: str) -> list[Recipe]:
     recipes = []
-    for key, spec in _mapping(raw, f"{where}: recipes").items():
-        spec = _mapping(spec, f"{where}: recipes.{key}")
-        unknown = set(spec) - {"label", "config", "pipeline"}
-        if unknown or ("config" in spec) == ("pipeline" in spec):
-            raise PipelineError(f"{where}: recipes.{key} needs exactly one of 'config' or 'pipeline' (and an optional "
-                                f"label); unknown keys: {sorted(unknown)}")
-        recipes.append(Recipe(str(key), str(spec.get("label", key)), spec.get("config"), spec.get("pipeline")))
+    for key, spec in _entries(raw, where, "recipes", {"label", "config", "pipeline"}):
+        if not RECIPE_KEY.match(key):
+            raise PipelineError(f"{where}: recipes.{key}: a recipe key is letters, digits, '_' or '-' (it names "
+                                "stage folders)")
+        if ("config" in spec) == ("pipeline" in spec):
+            raise PipelineError(f"{where}: recipes.{key} needs exactly one of 'config' or 'pipeline'")
+        recipes.append(Recipe(key, str(spec.get("label", key)), spec.get("config"), spec.get("pipeline")))
     return recipes
 
 
@@ -133,13 +145,10 @@ def _parse_overrides(raw: Any, where: str) -> dict[str, list[str]]:
 
 
 def load_study(path: str | Path) -> StudySpec:
-    """Parse a study file and check its structure (not the stage configs: ``validate_study`` does that)."""
+    """Parse a study file and check its structure (the stages are parsed by ``runner.validate`` before anything
+    trains, and by the dry run)."""
     where = str(path)
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except OSError as err:
-        raise PipelineError(f"study file {where!r} cannot be read: {err}") from err
-    raw = _mapping(raw, where)
+    raw = _mapping(read_yaml(path, "study file"), where)
     unknown = set(raw) - {"name", "description", "seeds", "arms", "recipes", "overrides", "evaluation", "estimate"}
     if unknown:
         raise PipelineError(f"{where}: unknown top-level keys {sorted(unknown)}")
@@ -175,17 +184,17 @@ def recipe_stages(recipe: Recipe, arm: Arm) -> list[Stage]:
     return load_pipeline(recipe.pipeline.replace("{arm}", arm.key)).stages
 
 
-def _module_has_seed(configs: list[str]) -> bool:
-    """Whether the stage's LightningModule (the last config's ``model.class_path``) takes a ``seed`` argument."""
+def _takes_seed(configs: list[str], part: str) -> bool:
+    """Whether the stage's ``part`` (``model`` or ``data``: the last config's ``class_path``) takes a ``seed``."""
     import importlib
     import inspect
 
     class_path = None
     for cfg in configs:
         raw = yaml.safe_load(Path(cfg).read_text()) if Path(cfg).is_file() else None
-        model = (raw or {}).get("model") if isinstance(raw, dict) else None
-        if isinstance(model, dict) and model.get("class_path"):
-            class_path = str(model["class_path"])
+        entry = (raw or {}).get(part) if isinstance(raw, dict) else None
+        if isinstance(entry, dict) and entry.get("class_path"):
+            class_path = str(entry["class_path"])
     if class_path is None or "." not in class_path:
         return False
     module, name = class_path.rsplit(".", 1)
@@ -193,18 +202,19 @@ def _module_has_seed(configs: list[str]) -> bool:
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError):
         return False  # the CLI's own parse reports it
-    return "seed" in inspect.signature(cls.__init__).parameters
+    # a subclass may pass ``seed`` on through ``**kwargs`` (SFTDataModule -> BaseDataModule)
+    return any("seed" in inspect.signature(k.__init__).parameters for k in cls.__mro__ if k is not object)
 
 
 def extra_args(spec: StudySpec, stage: Stage, seed: int) -> list[str]:
-    """The study's overrides for a stage: matching ``overrides`` patterns, then the seed (``seed_everything`` and
-    the module's ``seed`` where it has one: GRPO and KD sampling)."""
+    """The study's overrides for a stage: matching ``overrides`` patterns, then the seed: ``seed_everything``, the
+    data order (``data.init_args.seed``: the only randomness of SFT from a pretrained model without dropout) and the
+    module's ``seed`` where it has one (GRPO and KD sampling)."""
     names = [Path(c).name for c in stage.config]
     args = [a for pattern, extra in spec.overrides.items()
             if any(fnmatch.fnmatch(n, pattern) for n in names) for a in extra]
     args.append(f"--seed_everything={seed}")
-    if _module_has_seed(stage.config):
-        args.append(f"--model.init_args.seed={seed}")
+    args += [f"--{part}.init_args.seed={seed}" for part in ("data", "model") if _takes_seed(stage.config, part)]
     return args
 
 
@@ -242,5 +252,5 @@ def arm_pipeline(spec: StudySpec, arm: Arm, seed: int) -> ArmPipeline:
             local[stage.name] = by_key[key]
         final[recipe.key] = local[own[-1].name]
     pipe = Pipeline(name=f"{spec.name}_{arm.key}_seed{seed}", stages=stages,
-                    description=f"{spec.name}: arm {arm.label}, seed {seed}")
+                    description=f"{spec.name}: arm {arm.label}, seed {seed}", named_dirs=True)
     return ArmPipeline(pipe, final)

@@ -1,8 +1,10 @@
 """Running a study file: train every (arm, seed) pipeline, evaluate every model on every test set, write the table.
 
-Layout of ``out``: ``<arm>/seed<k>/stages/`` (the pipeline's stage folders), ``<arm>/seed<k>/eval/<recipe>/<dataset>/
-{greedy,sampled}`` (evaluation runs, resumable), ``<arm>/untrained/eval/...``, and ``study.{md,json,png}``.
-A rerun of the same command skips finished stages and evaluations and resumes an interrupted one.
+Layout of ``out``: ``<arm>/seed<k>/stages/<stage>/`` (a stage folder per merged stage, named after it, so adding or
+reordering recipes moves nothing), its evaluations in ``<stage>/study_eval/<dataset>/{greedy,sampled}`` (resumable;
+removed with the stage by ``restart_from``), the untrained models' in ``<arm>/untrained/``, and
+``study.{md,json,png}``. A rerun of the same command skips finished stages and evaluations and resumes an interrupted
+one.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from srlm_pl.pipelines.spec import PipelineError
 from srlm_pl.pipelines.study_file import Arm, StudySpec, arm_pipeline
 
 UNTRAINED = "untrained"
@@ -54,19 +57,21 @@ def _score(summary: dict[str, Any]) -> dict[str, Any]:
             "truncated": summary["truncated"], "samples_per_problem": summary["samples_per_problem"]}
 
 
-def run_arm_seed(spec: StudySpec, arm: Arm, seed: int, out: Path, *, launcher: str, threads: int) -> list[dict]:
+def run_arm_seed(spec: StudySpec, arm: Arm, seed: int, out: Path, *, launcher: str, threads: int,
+                 restart_from: str | None = None) -> list[dict]:
     """Train one (arm, seed) pipeline and evaluate each recipe's model; returns one row per recipe."""
-    from srlm_pl.pipelines.runner import export_dir, run_pipeline
+    from srlm_pl.pipelines.runner import export_dir, run_pipeline, stage_dir
 
     built = arm_pipeline(spec, arm, seed)
-    root = out / arm.key / f"seed{seed}"
-    result = run_pipeline(built.pipeline, root / "stages", launcher=launcher, threads=threads)  # type: ignore[arg-type]
+    stages_out = out / arm.key / f"seed{seed}" / "stages"
+    result = run_pipeline(built.pipeline, stages_out, launcher=launcher, threads=threads,  # type: ignore[arg-type]
+                          restart_from=restart_from)
     seconds = {s["stage"]: s["train_seconds"] for s in result["stages"]}
     rows = []
     for recipe in spec.recipes:
         stage = built.final_stage[recipe.key]
-        model = str(export_dir(root / "stages", built.pipeline, stage))
-        evals = evaluate_model(model, root / "eval" / recipe.key, spec, seed=seed)
+        model = str(export_dir(stages_out, built.pipeline, stage))
+        evals = evaluate_model(model, stage_dir(stages_out, built.pipeline, stage) / "study_eval", spec, seed=seed)
         chain = _chain(built, stage)
         rows.append({"arm": arm.key, "seed": seed, "recipe": recipe.key, "model": model, "stages": chain,
                      "train_seconds": round(sum(seconds[s] for s in chain), 1),
@@ -85,9 +90,13 @@ def _chain(built: Any, stage: str) -> list[str]:
         names.insert(0, current.init)
 
 
-def run_study_file(spec: StudySpec, out: str | Path, *, launcher: str = "subprocess",
-                   threads: int = 0) -> dict[str, Any]:
-    """Run (or resume) the whole study; writes ``study.md``, ``study.json`` and ``study.png`` into ``out``."""
+def run_study_file(spec: StudySpec, out: str | Path, *, launcher: str = "subprocess", threads: int = 0,
+                   restart_from: str | None = None) -> dict[str, Any]:
+    """Run (or resume) the whole study; writes ``study.md``, ``study.json`` and ``study.png`` into ``out``.
+
+    ``restart_from``: a merged stage name (``sft``, ``sft_kd_grpo.kd``, ...: the dry run lists them) to retrain, with
+    every later stage of its pipeline and their evaluations, in every arm and seed.
+    """
     out = Path(out)
     start = time.perf_counter()
     if threads > 0:
@@ -99,6 +108,9 @@ def run_study_file(spec: StudySpec, out: str | Path, *, launcher: str = "subproc
     for arm in spec.arms:  # every stage parses before anything trains (seeds differ only in their seed arguments)
         built = arm_pipeline(spec, arm, spec.seeds[0])
         validate(built.pipeline, out / arm.key / f"seed{spec.seeds[0]}" / "stages")
+        if restart_from is not None and restart_from not in [s.name for s in built.pipeline.stages]:
+            raise PipelineError(f"--restart_from {restart_from!r}: no such stage; stages: "
+                                f"{[s.name for s in built.pipeline.stages]}")
     rows: list[dict[str, Any]] = []
     for arm in spec.arms:
         for seed in spec.seeds:
@@ -107,7 +119,7 @@ def run_study_file(spec: StudySpec, out: str | Path, *, launcher: str = "subproc
             rows.append({"arm": arm.key, "seed": seed, "recipe": UNTRAINED, "model": arm.model, "stages": [],
                          "train_seconds": 0.0,
                          "eval": {d: {m: _score(s) for m, s in e.items()} for d, e in evals.items()}})
-            rows += run_arm_seed(spec, arm, seed, out, launcher=launcher, threads=threads)
+            rows += run_arm_seed(spec, arm, seed, out, launcher=launcher, threads=threads, restart_from=restart_from)
             report = {"study": spec.name, "file": spec.path, "rows": rows,
                       "wall_seconds": round(time.perf_counter() - start, 1)}
             write_report(spec, report, out)

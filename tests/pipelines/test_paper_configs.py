@@ -90,13 +90,36 @@ def test_paper_study_dry_run_lists_every_stage_and_estimates(monkeypatch: pytest
     assert "| base | kd_sft_grpo.sft | configs/paper/base_sft.yaml | kd_r1 |" in report
     assert "`Qwen/Qwen2.5-0.5B`: hub id" in report and "`test set aime24`: local, 30 problems" in report
     tp = json.loads(THROUGHPUT_FILE.read_text())
-    # instruct GRPO by hand: 500 steps x 16 prompts x G 8 completions of 1,024 tokens, prompts of 300 tokens
-    completions = 500 * 16 * 8
-    hours = (completions * 1024 / tp["grpo"]["generation_tokens_per_s"]
-             + completions * (1024 + 300) / tp["grpo"]["train_tokens_per_s"]) / 3600
+    # instruct GRPO by hand: 500 steps x 16 prompts x G 8 completions of 1,024 tokens, prompts of 300 tokens, and
+    # validation every 50 steps plus once before training: 11 x 500 prompts x 1,024 tokens
+    completions, gen = 500 * 16 * 8, tp["grpo"]["generation_tokens_per_s"]
+    hours = (completions * 1024 / gen + completions * (1024 + 300) / tp["grpo"]["train_tokens_per_s"]
+             + 11 * 500 * 1024 / gen) / 3600
     row = f"| instruct | grpo | configs/paper/instruct_grpo.yaml | Qwen/Qwen2.5-0.5B-Instruct | {hours:.2f} |"
     assert row in report
     assert "GPU hours on one NVIDIA H100" in report
+    # evaluation: 2 arms x 3 seeds x (9 recipes + the untrained model), 2,889 problems, greedy + avg@8, 800 tokens
+    assert f"= {60 * 2889 * 9 * 800 / gen / 3600:.1f} GPU h." in report
+
+
+def test_estimate_counts_packed_steps_as_examples() -> None:
+    from srlm_pl.pipelines.study_check import Throughput, stage_seconds
+
+    tp = Throughput("gpu", sft=1000.0, kd=500.0, generation=100.0, grpo_train=1000.0)
+    table = {"d": {"rows": 1000, "tokens": 100}}
+
+    def cfg(**trainer: object) -> dict:
+        return {"trainer": {"accumulate_grad_batches": 2, **trainer},
+                "model": {"class_path": "srlm_pl.SFTModule", "init_args": {}},
+                "data": {"init_args": {"train": {"path": "d"}, "batch_size": 1, "max_length": 1000,
+                                       "packing": True}}}
+
+    by_epochs, _ = stage_seconds(cfg(max_epochs=2, max_steps=-1), tp, table)
+    assert by_epochs == pytest.approx(2 * 1000 * 100 / 1000)  # 2 epochs of 1000 examples of 100 tokens
+    # a packed step holds 2 rows of 1000 tokens = 20 examples: 100 steps are the same 2 epochs
+    assert stage_seconds(cfg(max_epochs=2, max_steps=100), tp, table)[0] == pytest.approx(by_epochs)
+    assert stage_seconds(cfg(max_epochs=2, max_steps=50), tp, table)[0] == pytest.approx(by_epochs / 2)
+    assert stage_seconds(cfg(max_epochs=2, max_steps=10**6), tp, table)[0] == pytest.approx(by_epochs)  # epochs end it
 
 
 def test_dry_run_refuses_a_missing_local_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

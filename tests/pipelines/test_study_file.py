@@ -28,7 +28,9 @@ def _write(tmp_path: Path, doc: dict, name: str = "study.yaml") -> Path:
     ({"seeds": []}, "seeds must be a non-empty list"),
     ({"extra": 1}, "unknown top-level keys"),
     ({"arms": {"a": {"label": "x"}}}, "arms.a needs 'model'"),
+    ({"arms": {"a": {"model": "m", "modle": 1}}}, r"arms.a: unknown keys \['modle'\]"),
     ({"recipes": {"r": {"config": "x.yaml", "pipeline": "y.yaml"}}}, "recipes.r needs exactly one of"),
+    ({"recipes": {"a.s1": {"config": "x.yaml"}}}, "a recipe key is letters, digits"),
     ({"evaluation": {"sampled": {"n": 1, "temperature": 0.7}}}, "needs n >= 2 and temperature > 0"),
     ({"evaluation": {"settings": {"dataset": "gsm8k"}}}, "list the test sets in evaluation.datasets"),
     ({"evaluation": {"settings": {"max_new_token": 5}}}, "unknown keys"),
@@ -64,8 +66,18 @@ def test_recipes_merge_identical_stages_and_start_from_the_arm(tmp_path: Path, m
     assert stages["grpo"].overrides[:2] == ["--trainer.max_steps=2", "--trainer.logger=false"]
     assert "--trainer.max_steps=2" not in stages["sft"].overrides
     assert "--seed_everything=5" in stages["sft"].overrides and "--seed_everything=5" in stages["grpo"].overrides
+    # the data order is SFT's only randomness from a pretrained model: each study seed must change it
+    assert all("--data.init_args.seed=5" in stages[name].overrides for name in ("sft", "grpo"))
     assert "--model.init_args.seed=5" in stages["grpo"].overrides
     assert not any(o.startswith("--model.init_args.seed") for o in stages["sft"].overrides)  # SFTModule has none
+    # stage folders are named, not numbered: adding a recipe in front moves no finished stage
+    from srlm_pl.pipelines.runner import stage_dir
+
+    assert built.pipeline.named_dirs and stage_dir(tmp_path, built.pipeline, "hybrid") == tmp_path / "hybrid"
+    doc["recipes"] = {"new": {"config": "configs/distill_tiny.yaml"}, **doc["recipes"]}
+    moved = arm_pipeline(load_study(_write(tmp_path, doc)), spec.arms[0], 5)
+    for name in stages:
+        assert stage_dir(tmp_path, moved.pipeline, name) == stage_dir(tmp_path, built.pipeline, name)
 
 
 def test_cell_is_mean_and_std_over_seeds() -> None:
@@ -89,29 +101,39 @@ def test_tiny_study_runs_end_to_end_and_resumes(tmp_path: Path, monkeypatch: pyt
     assert set(rows) == {(a, r) for a in ("base", "instruct") for r in ("untrained", "sft", "grpo", "sft_grpo")}
     for arm, style in (("base", "plain"), ("instruct", "chat")):
         stages = out / arm / "seed0" / "stages"
-        assert sorted(p.name for p in stages.iterdir() if p.is_dir()) == ["0_sft", "1_grpo", "2_sft_grpo"]
+        assert sorted(p.name for p in stages.iterdir() if p.is_dir()) == ["grpo", "sft", "sft_grpo"]
         # SFT->GRPO started from the SFT row's model and changed it
-        done = json.loads((stages / "2_sft_grpo" / "stage_done.json").read_text())
-        assert done["args"][-1] == str(stages / "0_sft" / "export" / "final")
-        sft = _weights(stages / "0_sft" / "export" / "final")
-        hybrid = _weights(stages / "2_sft_grpo" / "export" / "final")
+        done = json.loads((stages / "sft_grpo" / "stage_done.json").read_text())
+        assert done["args"][-1] == str(stages / "sft" / "export" / "final")
+        sft = _weights(stages / "sft" / "export" / "final")
+        hybrid = _weights(stages / "sft_grpo" / "export" / "final")
         assert any(not torch.equal(sft[k], hybrid[k]) for k in sft)
         assert rows[(arm, "sft_grpo")]["stages"] == ["sft", "sft_grpo"]
-        saved = yaml.safe_load((stages / "0_sft" / "export" / "final" / "srlm_config.yaml").read_text())
+        saved = yaml.safe_load((stages / "sft" / "export" / "final" / "srlm_config.yaml").read_text())
         assert saved["data"]["init_args"]["template"]["style"] == style  # each arm trains with its own prompt
         for recipe in ("untrained", "sft", "grpo", "sft_grpo"):
             ev = rows[(arm, recipe)]["eval"]["builtin"]
             assert ev["greedy"]["problems"] == 32 and ev["greedy"]["samples_per_problem"] == 1
             assert ev["sampled"]["samples_per_problem"] == 2
-    sft_eval = json.loads((out / "base" / "seed0" / "eval" / "sft" / "builtin" / "greedy" / "summary.json").read_text())
+    sft_eval = json.loads((out / "base" / "seed0" / "stages" / "sft" / "study_eval" / "builtin" / "greedy"
+                           / "summary.json").read_text())
     assert rows[("base", "sft")]["eval"]["builtin"]["greedy"]["accuracy"] == sft_eval["accuracy"]
     table = (out / "study.md").read_text()
     assert "| tiny (base arm) | SFT→GRPO |" in table and "Sampled avg@2" in table
     assert (out / "study.png").read_bytes()[:4] == b"\x89PNG"
     # a rerun trains nothing and evaluates nothing again
-    marker = out / "instruct" / "seed0" / "stages" / "0_sft" / "stage_done.json"
-    predictions = out / "instruct" / "seed0" / "eval" / "sft_grpo" / "builtin" / "sampled" / "predictions.jsonl"
+    marker = out / "instruct" / "seed0" / "stages" / "sft" / "stage_done.json"
+    predictions = out / "instruct" / "seed0" / "stages" / "sft_grpo" / "study_eval" / "builtin" / "sampled" \
+        / "predictions.jsonl"
     before = [(p.stat().st_mtime_ns, p.read_text()) for p in (marker, predictions)]
     again = run_study_file(spec, out, launcher="inprocess")
     assert [(p.stat().st_mtime_ns, p.read_text()) for p in (marker, predictions)] == before
     assert [r["eval"] for r in again["rows"]] == [r["eval"] for r in report["rows"]]
+    # restart_from retrains that stage (and later ones) and re-evaluates it, in every arm
+    with pytest.raises(PipelineError, match="no such stage"):
+        run_study_file(spec, out, launcher="inprocess", restart_from="nope")
+    run_study_file(spec, out, launcher="inprocess", restart_from="sft_grpo")
+    assert (marker.stat().st_mtime_ns, marker.read_text()) == before[0]
+    redone = out / "base" / "seed0" / "stages" / "sft_grpo" / "stage_done.json"
+    assert json.loads(redone.read_text())["finished"] >= json.loads(marker.read_text())["finished"]
+    assert predictions.stat().st_mtime_ns != before[1][0]
