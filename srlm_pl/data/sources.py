@@ -16,7 +16,8 @@ reasoning-trace fields, ``srlm_pl.data.traces.R1_FIELDS``) or ``messages`` (chat
 also carry ``"trace": True``, and the template then keeps that completion verbatim. A row with a missing, empty
 or wrongly typed field, a malformed JSON line or a bad trace raises ``DataError`` naming ``file:line`` (or
 ``dataset[split] row N``), the field and the problem, or is skipped and counted per problem when
-``on_bad_row: skip``.
+``on_bad_row: skip``. A trace whose final answer does not verify against the row's gold is counted and logged
+(``LoadReport.wrong_traces``), and kept unless ``drop_wrong_traces``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any, Literal
 from srlm_pl.data.answers import gold_from_solution
 from srlm_pl.data.code_sources import CODE_FIELDS, CODE_PATHS, BuiltinCodeTasks, read_builtin_code, read_humaneval
 from srlm_pl.data.generators import WordProblemGenerator, difficulty_preset
-from srlm_pl.data.traces import R1_FIELDS, TraceProblem, gold_from_text, split_messages
+from srlm_pl.data.traces import R1_FIELDS, TraceProblem, gold_from_text, split_messages, wrong_traces
 from srlm_pl.verifiers.code_task import is_code_gold
 from srlm_pl.verifiers.trace import check_trace
 
@@ -118,6 +119,10 @@ class DataSource:
         offset: skip this many rows first.
         limit: keep at most this many rows (after ``offset``); ``null`` keeps all.
         on_bad_row: ``error`` stops at the first bad row; ``skip`` drops it and counts it.
+        drop_wrong_traces: ``format: r1`` / ``messages`` with an answer field: drop the rows whose trace's final
+            answer does not verify against the gold (``srlm_pl.verifiers.verify_batch``: incorrect, timeout,
+            invalid gold). Such rows are always counted and logged as a warning with their file:line; ``false``
+            (the default) keeps them, as the published traces were trained on.
         builtin: generator settings when ``path`` is ``builtin``.
         builtin_code: generator settings when ``path`` is ``builtin_code``.
     """
@@ -134,6 +139,7 @@ class DataSource:
     offset: int = 0
     limit: int | None = None
     on_bad_row: Literal["error", "skip"] = "error"
+    drop_wrong_traces: bool = False
     builtin: BuiltinProblems = field(default_factory=BuiltinProblems)
     builtin_code: BuiltinCodeTasks = field(default_factory=BuiltinCodeTasks)
 
@@ -166,7 +172,10 @@ class DataSource:
 @dataclass
 class LoadReport:
     """What loading a source did: rows read, kept and skipped (with the first reasons, and the count of skipped
-    rows per problem, e.g. ``{"no closing </think>": 3}``)."""
+    rows per problem, e.g. ``{"no closing </think>": 3}``), and the trace rows whose final answer does not verify
+    against the gold: ``wrong_traces`` rows, per verdict in ``wrong_trace_counts`` (``{"incorrect": 2}``), the
+    first few as ``file:line: ...`` in ``wrong_trace_examples``. Dropped ones (``drop_wrong_traces``) are also
+    skipped rows, under the problem ``trace answer <verdict>``."""
 
     source: str
     read: int = 0
@@ -174,6 +183,9 @@ class LoadReport:
     skipped: int = 0
     reasons: list[str] = field(default_factory=list)
     reason_counts: dict[str, int] = field(default_factory=dict)
+    wrong_traces: int = 0
+    wrong_trace_counts: dict[str, int] = field(default_factory=dict)
+    wrong_trace_examples: list[str] = field(default_factory=list)
 
     def counts_text(self) -> str:
         """The skipped-row counts per problem as one line (``2 no closing </think>, 1 two <think> blocks``)."""
@@ -373,6 +385,33 @@ def normalise_row(row: Any, src: DataSource, where: str, index: int, need: tuple
     return {"id": rid, "question": question, "solution": solution, "answer": answer}
 
 
+def _check_trace_answers(rows: list[dict[str, Any]], wheres: list[str], src: DataSource, report: LoadReport,
+                         counts: Counter[str]) -> list[dict[str, Any]]:
+    """Verify every trace's final answer against its row's gold in one batch; count and log those that do not
+    verify, and drop them (adding them to the skipped ``counts``) with ``drop_wrong_traces``."""
+    idx = [i for i, r in enumerate(rows) if r["trace"] and r["answer"] is not None]
+    wrong = wrong_traces([rows[i]["answer"] for i in idx], [rows[i]["solution"] for i in idx])
+    if not wrong:
+        return rows
+    by_status = Counter(v.status for _, v in wrong)
+    report.wrong_traces, report.wrong_trace_counts = len(wrong), dict(by_status)
+    report.wrong_trace_examples = [
+        f"{wheres[idx[j]]}: trace answer {v.extracted!r}, gold {rows[idx[j]]['answer']!r} ({v.status})"
+        for j, v in wrong[:5]]
+    what = ", ".join(f"{n} {status}" for status, n in by_status.most_common())
+    log.warning("%s: %d of %d traces have a final answer that does not verify against the gold (%s); %s. First: %s",
+                report.source, len(wrong), len(idx), what,
+                "dropped (drop_wrong_traces)" if src.drop_wrong_traces else "kept (drop_wrong_traces: true drops them)",
+                "; ".join(report.wrong_trace_examples))
+    if not src.drop_wrong_traces:
+        return rows
+    report.skipped += len(wrong)
+    counts.update({f"trace answer {status}": n for status, n in by_status.items()})
+    report.reasons.extend(report.wrong_trace_examples[: max(0, 20 - len(report.reasons))])
+    drop = {idx[j] for j, _ in wrong}
+    return [r for i, r in enumerate(rows) if i not in drop]
+
+
 def load_rows(src: DataSource, need: tuple[str, ...] = ("question",)) -> tuple[list[dict[str, Any]], LoadReport]:
     """Read, validate and normalise a source's rows (after ``offset``/``limit``)."""
     report = LoadReport(src.describe())
@@ -380,6 +419,7 @@ def load_rows(src: DataSource, need: tuple[str, ...] = ("question",)) -> tuple[l
     if src.path in CODE_PATHS:
         src = replace(src, **CODE_FIELDS)
     counts: Counter[str] = Counter()
+    wheres: list[str] = []
     for index, (where, raw) in enumerate(_read_rows(src)):
         if index < src.offset:
             continue
@@ -388,6 +428,7 @@ def load_rows(src: DataSource, need: tuple[str, ...] = ("question",)) -> tuple[l
         report.read += 1
         try:
             rows.append(normalise_row(raw, src, where, index, need))
+            wheres.append(where)
         except DataError as err:
             if src.on_bad_row == "error":
                 raise
@@ -395,6 +436,8 @@ def load_rows(src: DataSource, need: tuple[str, ...] = ("question",)) -> tuple[l
             counts[err.problem] += 1
             if len(report.reasons) < 20:
                 report.reasons.append(str(err))
+    if src.format != "fields" and src.answer_field:  # without one the gold is the trace's own answer
+        rows = _check_trace_answers(rows, wheres, src, report, counts)
     report.kept = len(rows)
     report.reason_counts = dict(counts)
     if report.skipped:

@@ -3,20 +3,26 @@
 Whether a trace (CAMEL's ``reasoning_solution``, or the assistant turn of a ``messages`` row) is well-formed is
 :func:`srlm_pl.verifiers.check_trace` (one ``<think> ... </think>`` block, then a final answer; docs/verifiers.md
 has the rules), the same check make_traces and ``ThinkFormatReward`` use; ``srlm_pl.data.sources`` adds the file,
-line and field to its problem and raises or skips the row.
+line and field to its problem and raises or skips the row. Whether a trace's final answer is the gold is
+:func:`wrong_traces` (one ``verify_batch`` call per split).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from srlm_pl.data.answers import gold_from_solution
+from srlm_pl.verifiers import Verdict, verify_batch
 from srlm_pl.verifiers.extract import extract_gold
 
 # ``format: r1``: camel-ai/gsm8k_distilled's field names (its ``groud_truth_solution`` is spelled so).
 R1_FIELDS: dict[str, str] = {"question_field": "problem", "solution_field": "reasoning_solution",
                              "answer_field": "groud_truth_solution"}
 ROLES = ("system", "user", "assistant")
+# verify_batch deadlines of the trace-answer check: per symbolic pair, and for a whole split (numbers never need them)
+TRACE_VERIFY_TIMEOUT = 1.0
+TRACE_VERIFY_BATCH_TIMEOUT = 60.0
 
 
 class TraceProblem(ValueError):
@@ -54,3 +60,13 @@ def split_messages(messages: Any) -> tuple[str, str | None]:
         raise TraceProblem("has no user turn" if not users else "has an empty first user turn")
     assistants = [content for role, content in turns if role == "assistant"]
     return users[0].strip(), assistants[-1] if assistants else None
+
+
+def wrong_traces(golds: Sequence[str], traces: Sequence[str]) -> list[tuple[int, Verdict]]:
+    """(index, verdict) of each trace whose final answer does not verify against its gold: any verdict but
+    ``correct`` (``incorrect``, ``timeout``, ``invalid_gold``, ...). One :func:`srlm_pl.verifiers.verify_batch`
+    call: think-aware extraction (the final answer after ``</think>``), numbers on the exact in-process path, other
+    answers on the worker pool within ``TRACE_VERIFY_TIMEOUT`` each and ``TRACE_VERIFY_BATCH_TIMEOUT`` in all."""
+    verdicts = verify_batch(list(golds), list(traces), timeout=TRACE_VERIFY_TIMEOUT,
+                            batch_timeout=TRACE_VERIFY_BATCH_TIMEOUT)
+    return [(i, v) for i, v in enumerate(verdicts) if not v.correct]

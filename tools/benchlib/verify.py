@@ -7,7 +7,9 @@ already warm; math-verify runs ``parse`` + ``verify`` per pair with its parse ca
 of ``--repeats``. ``speedup`` is math-verify's time over ours. Worst-case latency is measured over the hostile inputs
 (``data/verifier_hostile.json``) with a 1 s timeout, then a slow legitimate pair that hits the deadline (its worker is
 killed and respawned) and the next symbolic pair right after it (served by the other worker). With ``--think``,
-only think-aware extraction is timed against the tag-blind path on long reasoning traces (:mod:`benchlib.verify_think`).
+only think-aware extraction is timed against the tag-blind path on long reasoning traces (:mod:`benchlib.verify_think`);
+with ``--trace-load``, ``format: r1`` loading with and without the trace-answer check
+(:mod:`benchlib.verify_trace_load`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from benchlib import common
 from benchlib.verify_data import Pair, corpus, hostile, real_pairs
 from benchlib.verify_think import COLUMNS as THINK_COLUMNS
 from benchlib.verify_think import think_rows
+from benchlib.verify_trace_load import COLUMNS as TRACE_LOAD_COLUMNS
+from benchlib.verify_trace_load import trace_load_rows
 
 COLUMNS = ["pairs", "n", "ours_pairs_per_s", "math_verify_pairs_per_s", "speedup", "agreement",
            "ours_accuracy_vs_label", "math_verify_accuracy_vs_label"]
@@ -38,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", help="also write the result here")
     p.add_argument("--think", action="store_true",
                    help="only time think-aware extraction against the tag-blind path on long reasoning traces")
+    p.add_argument("--trace-load", action="store_true",
+                   help="only time format: r1 loading of a synthetic split with and without the trace-answer check")
+    p.add_argument("--rows", type=int, default=7000, help="rows of the synthetic split (--trace-load)")
 
 
 def time_ours(pairs: list[Pair], batch: int, repeats: int) -> tuple[float, list[bool]]:
@@ -99,6 +106,11 @@ def latency() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 def run(a: argparse.Namespace) -> None:
     from srlm_pl.verifiers import warmup
 
+    if a.trace_load:
+        rows = trace_load_rows(a.rows, a.repeats)
+        print(common.table(rows, TRACE_LOAD_COLUMNS))
+        common.emit({"bench": "verify_trace_load", "rows": rows}, a.json)
+        return
     if a.think:
         rows = think_rows(a.data, a.repeats)
         print(common.table(rows, THINK_COLUMNS))
