@@ -188,12 +188,13 @@ class BaseDataModule(L.LightningDataModule):
                 "data.init_args.template.style: plain")
 
     def stats(self) -> dict[str, int]:
-        """Counts for logging, per split: rows kept, bad rows skipped, examples dropped/truncated by the length
-        policy, and the p50 / p90 / max example tokens before it."""
+        """Counts for logging, per split: rows kept, bad rows skipped, trace rows whose answer contradicts the gold,
+        examples dropped/truncated by the length policy, and the p50 / p90 / max example tokens before it."""
         out = {}
         for split, (lr, ln) in self.reports.items():
             st = self.length_stats[split]
             out |= {f"data/{split}_rows": lr.kept, f"data/{split}_bad_rows_skipped": lr.skipped,
+                    f"data/{split}_wrong_traces": lr.wrong_traces,
                     f"data/{split}_too_long_dropped": ln.dropped, f"data/{split}_truncated": ln.truncated,
                     f"data/{split}_tokens_p50": st.p50, f"data/{split}_tokens_p90": st.p90,
                     f"data/{split}_tokens_max": st.max}

@@ -73,3 +73,12 @@ def test_drop_wrong_traces_is_documented() -> None:
     assert "drop_wrong_traces:" in (DataSource.__doc__ or "")
     with pytest.raises(TypeError):
         DataSource(drop_wrong_trace=True)  # type: ignore[call-arg]
+
+
+def test_the_datamodule_logs_the_wrong_trace_count(tmp_path: Path) -> None:
+    from srlm_pl.data.datamodules import SFTDataModule
+
+    dm = SFTDataModule(train=DataSource(path=str(_write(tmp_path / "t.jsonl")), format="r1", id_field="id"),
+                       batch_size=2, max_length=256)
+    dm.setup("fit")
+    assert dm.stats()["data/train_wrong_traces"] == 2 and dm.stats()["data/train_rows"] == 6
