@@ -9,8 +9,9 @@ from cli_utils import fit, sft_config
 from srlm_pl.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-# configs/pipelines holds pipeline files (lists of stages), validated by tests/test_pipeline_configs.py
-CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name != "pipelines")
+# pipelines/ folders hold pipeline files (lists of stages) and configs/paper/studies study files, validated by
+# tests/pipelines/test_pipeline_configs.py, test_paper_configs.py and test_study_file.py
+CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name not in ("pipelines", "studies"))
 # Configs small enough to run a few steps here; the others (real hub models) are parsed only.
 CPU_CONFIGS = {"quickstart.yaml"}
 

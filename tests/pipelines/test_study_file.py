@@ -137,3 +137,13 @@ def test_tiny_study_runs_end_to_end_and_resumes(tmp_path: Path, monkeypatch: pyt
     redone = out / "base" / "seed0" / "stages" / "sft_grpo" / "stage_done.json"
     assert json.loads(redone.read_text())["finished"] >= json.loads(marker.read_text())["finished"]
     assert predictions.stat().st_mtime_ns != before[1][0]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "paper" / "studies").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_study_files_load_and_merge(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    spec = load_study(path)
+    for arm in spec.arms:
+        built = arm_pipeline(spec, arm, spec.seeds[0])
+        assert set(built.final_stage) == {r.key for r in spec.recipes}
+        assert all(Path(c).is_file() for s in built.pipeline.stages for c in s.config)
