@@ -13,11 +13,12 @@ Design choices:
 * The order of strategies is configurable (``priority``). The default is: last box, ``#### N``,
   "the (final) answer is ...", "Answer: ...", a completion that is nothing but a bare answer, then the last
   number in the text.
-* Think-aware by default (:func:`find_answer`): an explicit answer (``EXPLICIT_STYLES``) after the last closed
-  ``<think> ... </think>`` block wins, then an explicit answer inside that block, then the weak fallbacks (a bare
-  answer, the last number) after the block, then inside it; the text in front of the block comes last (searched
-  the same way at its own last block). So a stray number never beats a boxed answer in the block, and numbers in
-  the block never beat a final answer after it. An unclosed ``<think>`` runs to the end and its content counts as
+* Think-aware by default (:func:`find_answer`): an explicit answer (``EXPLICIT_STYLES``) or a bare answer after
+  the last closed ``<think> ... </think>`` block wins, then a ``\\boxed{}`` / ``#### N`` inside that block
+  (``STRONG_INSIDE``: "the answer is 20... wait" inside reasoning does not count here), then the segments before
+  it the same way; then the weak styles (the last number, an "answer is" inside a block) in the same order. So a
+  stray number never beats a boxed answer in the block, and numbers in the block never beat a final answer after
+  it. An unclosed ``<think>`` runs to the end and its content counts as
   text after the block (:mod:`.think`). The window's state at its start (inside a block or not) is read from the last
   tag before it with ``str.rfind``, so a block longer than the window followed by a short answer works and a huge
   block costs no more than the window.
@@ -37,6 +38,7 @@ TAIL_CHARS = 6000
 STYLES: tuple[str, ...] = ("boxed", "gsm8k", "answer_is", "answer_colon", "whole", "last_number")
 DEFAULT_PRIORITY: tuple[str, ...] = STYLES
 EXPLICIT_STYLES: tuple[str, ...] = ("boxed", "gsm8k", "answer_is", "answer_colon")
+STRONG_INSIDE: tuple[str, ...] = ("boxed", "gsm8k")  # the styles that let a think block beat a weak answer after it
 
 _BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
 _BOX_TOKENS = re.compile(r"\\\\|\\(?:boxed|fbox)(?![A-Za-z])|\\[{}]|[{}]")
@@ -226,18 +228,26 @@ def _first_hit(text: str, priority: Sequence[str]) -> Extraction | None:
 
 
 def _think_hit(gaps: list[str], blocks: list[str], priority: Sequence[str]) -> Extraction | None:
-    """The think-aware order over a text cut at its blocks (:func:`.think.think_segments`): from the last block
-    back, explicit styles after it, explicit styles in it, the other styles after it, the other styles in it; the
-    text in front of the first block last. Each segment is searched at most twice."""
-    explicit = [s for s in priority if s in EXPLICIT_STYLES]
-    weak = [s for s in priority if s not in EXPLICIT_STYLES]
+    """The think-aware order over a text cut at its blocks (:func:`.think.think_segments`), in two passes over the
+    segments from the last one back. Strong pass: after a block, an explicit answer or a text that is nothing but
+    an answer (``whole``); inside a block, only a ``\\boxed{}`` or ``#### N`` (reasoning says "the answer is 20...
+    wait" on its way). Weak pass: every other style, after a block before inside it. The text in front of the first
+    block comes last, with every style. Each segment is searched at most twice."""
+    strong_after = [s for s in priority if s in EXPLICIT_STYLES or s == "whole"]
+    strong_inside = [s for s in priority if s in STRONG_INSIDE]
+    segments: list[tuple[str, bool]] = []  # (text, is a block), last first
     for i in range(len(blocks) - 1, -1, -1):
-        after, block = gaps[i + 1], blocks[i]
-        for styles, text in ((explicit, after), (explicit, block), (weak, after), (weak, block)):
-            found = _first_hit(text, styles) if text else None
-            if found is not None:
-                return found
-    return _first_hit(gaps[0], priority) if gaps[0] else None
+        segments += [(gaps[i + 1], False), (blocks[i], True)]
+    for text, in_block in segments:
+        found = _first_hit(text, strong_inside if in_block else strong_after) if text else None
+        if found is not None:
+            return found
+    for text, in_block in segments:
+        rest = [s for s in priority if s not in (strong_inside if in_block else strong_after)]
+        found = _first_hit(text, rest) if text else None
+        if found is not None:
+            return found
+    return _first_hit(gaps[0], priority) if gaps[0] else None  # text in front of the blocks never beats them
 
 
 def find_answer(
@@ -250,8 +260,8 @@ def find_answer(
     """Try the strategies in ``priority`` order on the tail of ``completion``; first hit wins.
 
     With ``think`` (the default) a text with think tags is searched in the order of :func:`_think_hit`: an explicit
-    answer after the last closed block, then one inside it, then the weak styles (those not in
-    ``EXPLICIT_STYLES``) after it and inside it, and the text in front of the block only after that
+    or bare answer after the last closed block, then a ``\\boxed{}`` / ``#### N`` inside it, then earlier
+    segments; then the weaker styles in the same order
     (:mod:`srlm_pl.verifiers.think` has the tag rules; an unclosed block's content counts as text after the block).
     A completion without think tags is searched as a whole either way."""
     if not think:

@@ -32,13 +32,17 @@ FILLER = "We check 7 + 7 = 14 again. "  # numbers inside a long think block
 @pytest.mark.parametrize(
     ("completion", "expected", "without_think"),  # without_think: extract_answer(..., think=False)
     [
-        # (1) an explicit answer after the block wins over every answer inside it (even a higher-priority style)
+        # (1) an explicit or bare answer after the block wins over every answer inside it
         ("<think>first guess \\boxed{42}</think>\nSo the answer is 18.", "18", "42"),
         ("<think>the answer is 42</think>\n#### 18", "18", "18"),
-        # (2) an explicit answer inside the block beats a stray number or a bare answer after it (the reviewer's case)
+        ("<think>the answer is 42</think>\n18", "18", "42</think>"),
+        ("<think>I think the answer is 20. Hmm wait, recount: 18.</think>\n18", "18", "20"),
+        ("<think>first \\boxed{42}, no</think>\n18", "18", "42"),
+        # (2) a boxed / #### answer inside the block beats a stray number after it (the first review's case) ...
         ("<think>so the total is \\boxed{12}</think>\nI used 2 steps.", "12", "12"),
-        ("<think>The answer is 42.</think>\n\nJanet makes 18 dollars a day.", "42", "42.</think>"),
-        ("<think>the answer is 42</think>\n18", "42", "42</think>"),
+        # ... but "the answer is N" / "Answer: N" inside reasoning does not (the second review's cases)
+        ("<think>The answer is 42.</think>\n\nJanet makes 18 dollars a day.", "18", "42.</think>"),
+        ("<think>Answer: 20? No. 3*6=18.</think>\nShe has 18 apples left.", "18", "20? No"),
         # (3) the weak fallbacks: after the block first, then inside
         ("<think>16 - 3 - 4 = 9, 9 * 2 = 18. Or 20?</think>\n18", "18", "18"),
         ("<think>16 - 3 - 4 = 9 and 9 * 2 = 18</think>\n", "18", "18"),
@@ -51,15 +55,16 @@ FILLER = "We check 7 + 7 = 14 again. "  # numbers inside a long think block
         ("<think>16 - 3 = 13, so 13", "13", "13"),
         ("<think>first \\boxed{3} then the answer is 4", "3", "3"),
         ("<think>a 1</think> The answer is 5. <think> maybe 7", "5", "5"),
-        ("<think>the answer is 42</think><think>maybe 7", "42", "42</think><think>maybe 7"),  # (2) before (3)
+        ("<think>the answer is 42</think><think>maybe 7", "7", "42</think><think>maybe 7"),
         ("<think>the answer is 42</think><think>so \\boxed{7}", "7", "7"),
         # two blocks: the last closed one is "the block"; the text between them is text before it
         ("<think>try \\boxed{1}</think> The answer is 5. <think>check \\boxed{9}</think>", "9", "9"),
         ("<think>try \\boxed{1}</think> The answer is 5. <think>let me check that once more</think>", "5", "1"),
         ("<think>x is 1</think><think>y is 9</think>", "9", "9"),
+        ("<think>3+2</think> The answer is 5. <think>Let me check it 3 times.</think>", "5", "5"),
         # a </think> without <think> (the chat template opened the block in the prompt)
         ("Janet has 16 eggs, 16 - 3 = 13 </think> The total is 18.", "18", "18"),
-        ("Janet has 16 eggs, the answer is 42 </think> The total is 18.", "42", "42 </think> The total is 18"),
+        ("Janet has 16 eggs, the answer is 42 </think> The total is 18.", "18", "42 </think> The total is 18"),
         ("<think>the answer is 42</think>", "42", "42</think>"),
     ],
 )
@@ -107,7 +112,7 @@ def test_long_block_then_short_answer() -> None:
     text = "<think>" + FILLER * (2 * TAIL_CHARS // len(FILLER)) + "So the answer is 42. Let me write <think> again."
     assert extract_answer(text + "</think>\n#### 18") == "18"
     assert extract_answer(text + "</think>\n\\boxed{18}") == "18"
-    assert extract_answer(text + "</think>\n18") == "42"  # a bare number after it is weaker than the block's answer
+    assert extract_answer(text + "</think>\n18") == "18"  # a bare answer after the block is its final answer
     assert extract_answer(text + "</think>\n") == "42"  # nothing after the block: the block's own answer
     assert extract_answer(text) == "42"  # unclosed: its own answer counts
     assert window_start(text + "</think>\n18", len(text) - 30) == (len(text) - 30, True)
