@@ -173,6 +173,21 @@ def _evaluate(pipe: Pipeline, out: Path, stage: Stage) -> dict[str, Any]:
     return run_evaluation(cfg, folder / "eval")
 
 
+def restarted_stages(pipe: Pipeline, name: str) -> list[Stage]:
+    """The stages ``restart_from=name`` redoes: ``name`` and every later stage, or, in a pipeline with
+    ``named_dirs`` (a study, whose stage order says nothing about dependencies), ``name`` and the stages that start
+    from it or read its export, directly or through another such stage."""
+    start = pipe.index(name)
+    if not pipe.named_dirs:
+        return pipe.stages[start:]
+    redo = {name}
+    for i, stage in enumerate(pipe.stages[start + 1:], start + 1):
+        parent = pipe.stages[i - 1].name if stage.init == "previous" else stage.init
+        if parent in redo or any(ref in redo for o in stage.overrides for ref in PLACEHOLDER.findall(o)):
+            redo.add(stage.name)
+    return [s for s in pipe.stages if s.name in redo]
+
+
 def run_pipeline(pipe: Pipeline, out: str | Path, *, launcher: Launcher = "subprocess",
                  restart_from: str | None = None, verbose: bool = False, threads: int = 0,
                  on_stage: Callable[[int, Stage], None] | None = None) -> dict[str, Any]:
@@ -190,7 +205,7 @@ def run_pipeline(pipe: Pipeline, out: str | Path, *, launcher: Launcher = "subpr
     if restart_from is not None:
         if restart_from not in [s.name for s in pipe.stages]:
             raise PipelineError(f"--restart_from {restart_from!r}: no such stage")
-        for stage in pipe.stages[pipe.index(restart_from):]:
+        for stage in restarted_stages(pipe, restart_from):
             shutil.rmtree(stage_dir(out, pipe, stage.name), ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []

@@ -147,3 +147,24 @@ def test_shipped_study_files_load_and_merge(path: Path, monkeypatch: pytest.Monk
         built = arm_pipeline(spec, arm, spec.seeds[0])
         assert set(built.final_stage) == {r.key for r in spec.recipes}
         assert all(Path(c).is_file() for s in built.pipeline.stages for c in s.config)
+
+
+def test_restart_redoes_only_the_stages_that_depend_on_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from srlm_pl.pipelines.runner import restarted_stages
+
+    monkeypatch.chdir(ROOT)
+    pipe_file = _write(tmp_path, {"name": "p", "stages": [
+        {"name": "first", "config": "configs/quickstart.yaml"},
+        {"name": "teacher", "config": "configs/quickstart.yaml", "overrides": ["--trainer.max_steps=3"]},
+        {"name": "rl", "config": "configs/grpo_tiny.yaml", "init": "config",
+         "overrides": ["--model.init_args.policy.name_or_path={export:teacher}"]}]}, "p.yaml")
+    doc = {"name": "s", "arms": {"a": {"model": "tiny"}},
+           "recipes": {"sft": {"config": "configs/quickstart.yaml"}, "grpo": {"config": "configs/grpo_tiny.yaml"},
+                       "hybrid": {"pipeline": str(pipe_file)}}}
+    pipe = arm_pipeline(load_study(_write(tmp_path, doc)), load_study(_write(tmp_path, doc)).arms[0], 0).pipeline
+    names = lambda stages: [s.name for s in stages]  # noqa: E731
+    assert names(pipe.stages) == ["sft", "grpo", "hybrid.teacher", "hybrid"]
+    # grpo starts from the arm's model: redoing sft leaves it alone; hybrid reads hybrid.teacher's export
+    assert names(restarted_stages(pipe, "sft")) == ["sft", "hybrid.teacher", "hybrid"]
+    assert names(restarted_stages(pipe, "grpo")) == ["grpo"]
+    assert names(restarted_stages(pipe, "hybrid.teacher")) == ["hybrid.teacher", "hybrid"]
