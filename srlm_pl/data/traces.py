@@ -23,6 +23,7 @@ ROLES = ("system", "user", "assistant")
 # verify_batch deadlines of the trace-answer check: per symbolic pair, and for a whole split (numbers never need them)
 TRACE_VERIFY_TIMEOUT = 1.0
 TRACE_VERIFY_BATCH_TIMEOUT = 60.0
+TRACE_VERIFY_PER_ROW = 0.02  # added to the split's deadline per row: large symbolic splits get time in proportion
 
 
 class TraceProblem(ValueError):
@@ -63,10 +64,12 @@ def split_messages(messages: Any) -> tuple[str, str | None]:
 
 
 def wrong_traces(golds: Sequence[str], traces: Sequence[str]) -> list[tuple[int, Verdict]]:
-    """(index, verdict) of each trace whose final answer does not verify against its gold: any verdict but
-    ``correct`` (``incorrect``, ``timeout``, ``invalid_gold``, ...). One :func:`srlm_pl.verifiers.verify_batch`
-    call: think-aware extraction (the final answer after ``</think>``), numbers on the exact in-process path, other
-    answers on the worker pool within ``TRACE_VERIFY_TIMEOUT`` each and ``TRACE_VERIFY_BATCH_TIMEOUT`` in all."""
+    """(index, verdict) of each trace whose final answer does not verify against its gold: ``incorrect``,
+    ``no_answer``, ``invalid_gold``, ... but never ``timeout``: a deadline depends on the machine's load, and every
+    process of a distributed run must keep the same rows, so an answer that could not be checked in time is kept
+    and not counted. One :func:`srlm_pl.verifiers.verify_batch` call: think-aware extraction (the final answer after
+    ``</think>``), numbers on the exact in-process path, other answers on the worker pool within
+    ``TRACE_VERIFY_TIMEOUT`` each and ``TRACE_VERIFY_BATCH_TIMEOUT`` plus ``TRACE_VERIFY_PER_ROW`` per row in all."""
     verdicts = verify_batch(list(golds), list(traces), timeout=TRACE_VERIFY_TIMEOUT,
-                            batch_timeout=TRACE_VERIFY_BATCH_TIMEOUT)
-    return [(i, v) for i, v in enumerate(verdicts) if not v.correct]
+                            batch_timeout=TRACE_VERIFY_BATCH_TIMEOUT + TRACE_VERIFY_PER_ROW * len(golds))
+    return [(i, v) for i, v in enumerate(verdicts) if not v.correct and v.status != "timeout"]

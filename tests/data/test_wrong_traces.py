@@ -82,3 +82,20 @@ def test_the_datamodule_logs_the_wrong_trace_count(tmp_path: Path) -> None:
                        batch_size=2, max_length=256)
     dm.setup("fit")
     assert dm.stats()["data/train_wrong_traces"] == 2 and dm.stats()["data/train_rows"] == 6
+
+
+def test_a_timeout_is_not_a_wrong_trace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deadline depends on the load: counting (or dropping) it would give distributed ranks different rows."""
+    from srlm_pl.data import traces
+    from srlm_pl.verifiers import Verdict
+
+    calls = {}
+
+    def fake_verify_batch(golds, completions, **kw):
+        calls.update(kw)
+        return [Verdict("correct", "1", "x"), Verdict("timeout", None, "pool"), Verdict("incorrect", "2", "x")]
+
+    monkeypatch.setattr(traces, "verify_batch", fake_verify_batch)
+    wrong = traces.wrong_traces(["1", "x", "3"], ["a", "b", "c"])
+    assert [(i, v.status) for i, v in wrong] == [(2, "incorrect")]
+    assert calls["batch_timeout"] == pytest.approx(traces.TRACE_VERIFY_BATCH_TIMEOUT + 3 * traces.TRACE_VERIFY_PER_ROW)
