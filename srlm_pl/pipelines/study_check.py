@@ -18,6 +18,7 @@ training step holds ``max_length`` tokens of several examples, so ``max_steps`` 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -50,6 +51,20 @@ class Throughput:
                    raw["grpo"]["generation_tokens_per_s"], raw["grpo"]["train_tokens_per_s"])
 
 
+LOCAL_ROOTS = ("runs", "data", "models", "checkpoints", "outputs")  # "runs/x" is a missing folder, not a hub id
+
+
+@functools.lru_cache(maxsize=1)
+def _cached_repos() -> frozenset[str]:
+    """Repo ids (models and datasets) in the local Hugging Face cache, scanned once."""
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        return frozenset(repo.repo_id for repo in scan_cache_dir().repos)
+    except Exception:  # noqa: BLE001 (no cache folder yet, or an old hub client: nothing cached)
+        return frozenset()
+
+
 def reference(value: str | None) -> str:
     """How a model or data reference resolves here: ``local``, ``missing``, ``built-in`` or a hub-id status."""
     if value is None or value in ("tiny", "builtin", "builtin_code", "humaneval"):
@@ -57,15 +72,9 @@ def reference(value: str | None) -> str:
     if Path(value).exists():
         return "local"
     looks_local = value.startswith((".", "/", "~")) or value.endswith((".jsonl", ".json", ".parquet"))
-    if looks_local or value.count("/") != 1 or Path(value.split("/")[0]).is_dir():  # runs/x: a local path
+    if looks_local or value.count("/") != 1 or value.split("/")[0] in LOCAL_ROOTS:
         return "missing"
-    try:
-        from huggingface_hub import scan_cache_dir
-
-        cached = any(repo.repo_id == value for repo in scan_cache_dir().repos)
-    except Exception:  # noqa: BLE001 (no cache folder yet, or an old hub client: just not checked)
-        cached = False
-    return "hub id, in the local cache" if cached else "hub id, not checked (offline)"
+    return "hub id, in the local cache" if value in _cached_repos() else "hub id, not checked (offline)"
 
 
 def _rows_tokens(source: dict[str, Any], table: dict[str, Any]) -> tuple[int, float, str]:
@@ -88,16 +97,17 @@ def _rows_tokens(source: dict[str, Any], table: dict[str, Any]) -> tuple[int, fl
     return rows, float(known["tokens"]), f"estimate table ({known['rows']} rows x {known['tokens']} tokens)"
 
 
-def _validation_seconds(trainer: dict[str, Any], init: dict[str, Any], steps: float, epochs: float,
+def _validation_seconds(trainer: dict[str, Any], init: dict[str, Any], batches: float, epochs: float,
                         tp: Throughput) -> float:
-    """Generation-based validation: runs x prompts x ``max_new_tokens`` (every completion at its full budget)."""
+    """Generation-based validation: runs x prompts x ``max_new_tokens`` (every completion at its full budget); an
+    integer ``val_check_interval`` counts training batches (micro-batches), as Lightning does."""
     val = init.get("val_generation") or {}
     prompts, new = int(val.get("num_prompts") or 0), int(val.get("max_new_tokens") or 0)
     if not prompts or trainer.get("limit_val_batches") == 0:
         return 0.0
     interval = trainer.get("val_check_interval")
     if isinstance(interval, int) and interval > 1:
-        runs = steps / interval  # every k optimizer steps
+        runs = batches / interval  # every k training batches
     else:  # a fraction of an epoch (1.0 by default)
         runs = epochs / float(interval or 1.0)
     runs += 1 if trainer.get("num_sanity_val_steps") == -1 else 0
@@ -112,7 +122,11 @@ def stage_seconds(cfg: dict[str, Any], tp: Throughput, table: dict[str, Any]) ->
     rows, tokens, source = _rows_tokens(data["train"], table)
     micro, accumulate = int(data.get("batch_size") or 1), int(trainer.get("accumulate_grad_batches") or 1)
     max_steps = int(trainer.get("max_steps") or -1)
-    epochs = float(trainer.get("max_epochs") or 1)
+    max_epochs = trainer.get("max_epochs")
+    if max_epochs is None or int(max_epochs) < 0:  # Lightning: max_steps ends the run, else its default 1000 epochs
+        epochs = math.inf if max_steps > 0 else 1000.0
+    else:
+        epochs = float(max_epochs)
     if module == "GRPOModule":
         steps = max_steps if max_steps > 0 else int(epochs * rows // micro)
         completions = steps * micro * int(init["num_generations"])
@@ -125,8 +139,8 @@ def stage_seconds(cfg: dict[str, Any], tp: Throughput, table: dict[str, Any]) ->
     # max_length tokens of several examples, so max_steps counts packed rows, not examples
     per_step = micro * accumulate * (data["max_length"] / tokens if data.get("packing") else 1)
     seen = epochs * rows if max_steps <= 0 else min(epochs * rows, max_steps * per_step)
-    steps = seen / (micro * accumulate * (data["max_length"] / tokens if data.get("packing") else 1))
-    val = _validation_seconds(trainer, init, steps, seen / max(rows, 1), tp)
+    batches = seen / (micro * (data["max_length"] / tokens if data.get("packing") else 1))
+    val = _validation_seconds(trainer, init, batches, seen / max(rows, 1), tp)
     total = seen * tokens
     if module == "DistillModule":
         lmbda, new = float(init.get("lmbda") or 0.0), int(init.get("max_new_tokens") or 0)

@@ -69,7 +69,11 @@ def test_paper_pipeline_validates(path: Path, tmp_path: Path, monkeypatch: pytes
         assert args[i][-1] == str(tmp_path / "out" / f"{i - 1}_{pipe.stages[i - 1].name}" / "export" / "final")
 
 
-def test_reference_kinds(tmp_path: Path) -> None:
+def test_reference_kinds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert reference("runs/qwen05_base") == "missing"  # an output folder that is not there, not a hub id
+    (tmp_path / "Qwen" / "Qwen2.5-0.5B-Instruct").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)  # one model downloaded into ./Qwen/ does not make the other hub id "missing"
+    assert reference("Qwen/Qwen2.5-0.5B-Instruct") == "local" and reference("Qwen/Qwen2.5-0.5B").startswith("hub id")
     assert reference(str(tmp_path)) == "local"
     assert reference(str(tmp_path / "nope")) == "missing"
     assert reference("data/train.jsonl") == "missing"
@@ -108,9 +112,9 @@ def test_estimate_counts_packed_steps_as_examples() -> None:
     tp = Throughput("gpu", sft=1000.0, kd=500.0, generation=100.0, grpo_train=1000.0)
     table = {"d": {"rows": 1000, "tokens": 100}}
 
-    def cfg(**trainer: object) -> dict:
+    def cfg(val: dict | None = None, **trainer: object) -> dict:
         return {"trainer": {"accumulate_grad_batches": 2, **trainer},
-                "model": {"class_path": "srlm_pl.SFTModule", "init_args": {}},
+                "model": {"class_path": "srlm_pl.SFTModule", "init_args": {"val_generation": val}},
                 "data": {"init_args": {"train": {"path": "d"}, "batch_size": 1, "max_length": 1000,
                                        "packing": True}}}
 
@@ -120,6 +124,12 @@ def test_estimate_counts_packed_steps_as_examples() -> None:
     assert stage_seconds(cfg(max_epochs=2, max_steps=100), tp, table)[0] == pytest.approx(by_epochs)
     assert stage_seconds(cfg(max_epochs=2, max_steps=50), tp, table)[0] == pytest.approx(by_epochs / 2)
     assert stage_seconds(cfg(max_epochs=2, max_steps=10**6), tp, table)[0] == pytest.approx(by_epochs)  # epochs end it
+    for unbounded in (None, -1):  # Lightning: max_steps ends the run
+        assert stage_seconds(cfg(max_epochs=unbounded, max_steps=100), tp, table)[0] == pytest.approx(by_epochs)
+    # validation every 10 training batches (micro-batches: 100 steps x 2 accumulation = 20 runs) of 10 x 100 tokens
+    with_val, _ = stage_seconds(cfg({"num_prompts": 10, "max_new_tokens": 100}, max_epochs=2, max_steps=100,
+                                    val_check_interval=10), tp, table)
+    assert with_val - by_epochs == pytest.approx(20 * 10 * 100 / 100)
 
 
 def test_dry_run_refuses_a_missing_local_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
