@@ -44,3 +44,19 @@ def backward_once(ctx) -> None:  # noqa: ANN001
 def scale_grad_(grad: Tensor | None, grad_out: Tensor, dtype: torch.dtype) -> Tensor | None:
     """A saved gradient times the upstream scalar, in place (no second copy of a weight-sized gradient)."""
     return grad.mul_(grad_out).to(dtype) if grad is not None else None
+
+
+def save_head_grads(ctx, grad_h: Tensor | None, grad_w: Tensor | None,  # noqa: ANN001
+                    dtypes: tuple[torch.dtype, torch.dtype]) -> None:
+    """Keep the hidden-state and head-weight gradients a fused loss computed in forward, with the dtypes to return
+    them in; :func:`head_grads` scales them by the upstream gradient in backward."""
+    ctx.save_for_backward(grad_h, grad_w)
+    ctx.dtypes = dtypes
+
+
+def head_grads(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None]:  # noqa: ANN001
+    """The backward of a fused loss: its saved (hidden, weight) gradients times ``grad_out``, once per forward."""
+    backward_once(ctx)
+    grad_h, grad_w = ctx.saved_tensors
+    h_dtype, w_dtype = ctx.dtypes
+    return scale_grad_(grad_h, grad_out, h_dtype), scale_grad_(grad_w, grad_out, w_dtype)

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from srlm_pl.losses.kd import kd_metrics
-from srlm_pl.ops.common import applies, backward_once, logsumexp_into, matmul_dtype, scale_grad_
+from srlm_pl.ops.common import applies, head_grads, logsumexp_into, matmul_dtype, save_head_grads
 
 TAIL = 32  # the last chunk's row count is rounded up to a multiple of this
 
@@ -122,17 +122,13 @@ class _FusedKD(torch.autograd.Function):
                 grad_h[sl] = (grad.to(mm_dtype) @ w).float()
             if grad_w is not None:  # float32 addmm in place: no [V, H] temporaries, faster on CPU than bf16 + add
                 grad_w[:vocab].addmm_(grad.T, h.float())
-        ctx.save_for_backward(grad_h[:n_rows] if grad_h is not None else None, grad_w)
-        ctx.dtypes = (s_hidden.dtype, s_weight.dtype)
+        save_head_grads(ctx, grad_h[:n_rows] if grad_h is not None else None, grad_w, (s_hidden.dtype, s_weight.dtype))
         ctx.mark_non_differentiable(kd_sum, ce_sum)
         return (alpha * ce_sum + (1 - alpha) * kd_sum) / n_tokens, kd_sum, ce_sum
 
     @staticmethod
     def backward(ctx, grad_out: Tensor, _kd: Tensor, _ce: Tensor):  # noqa: ANN001, ANN205
-        backward_once(ctx)
-        grad_h, grad_w = ctx.saved_tensors
-        h_dtype, w_dtype = ctx.dtypes
-        return scale_grad_(grad_h, grad_out, h_dtype), scale_grad_(grad_w, grad_out, w_dtype), None, None, None, None
+        return (*head_grads(ctx, grad_out), None, None, None, None)
 
 
 def fused_kd_loss(student_hidden: Tensor, teacher_hidden: Tensor, student_head: nn.Linear, teacher_head: Callable,

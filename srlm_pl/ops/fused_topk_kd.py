@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from srlm_pl.losses.kd import Divergence, divergence_logprobs, kd_metrics
-from srlm_pl.ops.common import applies, backward_once, matmul_dtype, scale_grad_
+from srlm_pl.ops.common import applies, head_grads, matmul_dtype, save_head_grads
 from srlm_pl.ops.fused_kd import TAIL
 
 
@@ -122,19 +122,14 @@ class _FusedTopKKD(torch.autograd.Function):
                 grad_h[sl] = (grad.to(mm_dtype) @ w).float()
             if grad_w is not None:
                 grad_w[:vocab].addmm_(grad.T, h.float())
-        ctx.save_for_backward(grad_h[:n_rows] if grad_h is not None else None, grad_w)
-        ctx.dtypes = (hidden.dtype, weight.dtype)
+        save_head_grads(ctx, grad_h[:n_rows] if grad_h is not None else None, grad_w, (hidden.dtype, weight.dtype))
         ctx.mark_non_differentiable(kd_sum, ce_sum)
         alpha = opts["alpha"]
         return (alpha * ce_sum + (1 - alpha) * kd_sum) / n_tokens, kd_sum, ce_sum
 
     @staticmethod
     def backward(ctx, grad_out: Tensor, _kd: Tensor, _ce: Tensor):  # noqa: ANN001, ANN205
-        backward_once(ctx)
-        grad_h, grad_w = ctx.saved_tensors
-        h_dtype, w_dtype = ctx.dtypes
-        return (scale_grad_(grad_h, grad_out, h_dtype), scale_grad_(grad_w, grad_out, w_dtype), None, None, None,
-                None, None)
+        return (*head_grads(ctx, grad_out), None, None, None, None, None)
 
 
 def fused_topk_kd_loss(student_hidden: Tensor, student_head: nn.Linear, targets: Tensor, topk_ids: Tensor,

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from srlm_pl.ops.common import applies as applies  # the dispatch rule, public here for callers
-from srlm_pl.ops.common import backward_once, logsumexp_into, matmul_dtype, scale_grad_
+from srlm_pl.ops.common import head_grads, logsumexp_into, matmul_dtype, save_head_grads
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -58,17 +58,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 grad_h[lo: lo + chunk_size] = (grad.to(mm_dtype) @ w).float()
             if grad_w is not None:  # float32 addmm in place: no [V, H] temporaries, faster on CPU than bf16 + add
                 grad_w[:vocab_size].addmm_(grad.T, h.float())
-        ctx.save_for_backward(grad_h, grad_w)
-        ctx.dtypes = (hidden.dtype, weight.dtype)
+        save_head_grads(ctx, grad_h, grad_w, (hidden.dtype, weight.dtype))
         return total
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # noqa: ANN001, ANN205
-        backward_once(ctx)
-        grad_h, grad_w = ctx.saved_tensors
-        h_dtype, w_dtype = ctx.dtypes
-        return (scale_grad_(grad_h, grad_out, h_dtype), scale_grad_(grad_w, grad_out, w_dtype),
-                None, None, None, None, None)
+        return (*head_grads(ctx, grad_out), None, None, None, None, None)
 
 
 def linear_cross_entropy(hidden: Tensor, head: nn.Linear, targets: Tensor, *, chunk_size: int = 1024,
