@@ -41,17 +41,22 @@ def test_bad_study_files_name_the_key(change: dict, message: str, tmp_path: Path
         load_study(_write(tmp_path, {**BASE, **change}))
 
 
-def test_recipes_merge_identical_stages_and_start_from_the_arm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(ROOT)
+def _hybrid_study(tmp_path: Path, rl_init: str, rl_override: str, **extra: object) -> dict:
+    """A study of sft, grpo and a three-stage pipeline (first = sft's stage, teacher, rl) as a file mapping."""
     pipe_file = _write(tmp_path, {"name": "p", "stages": [
         {"name": "first", "config": "configs/quickstart.yaml"},
         {"name": "teacher", "config": "configs/quickstart.yaml", "overrides": ["--trainer.max_steps=3"]},
-        {"name": "rl", "config": "configs/grpo_tiny.yaml", "init": "first",
-         "overrides": ["--model.init_args.policy.tiny.seed={export:teacher}"]}]}, "p.yaml")
-    doc = {"name": "s", "seeds": [5], "arms": {"a": {"model": "/models/{arm}x"}},
-           "recipes": {"sft": {"config": "configs/quickstart.yaml"}, "grpo": {"config": "configs/grpo_tiny.yaml"},
-                       "hybrid": {"pipeline": str(pipe_file)}},
-           "overrides": {"grpo_*.yaml": ["--trainer.max_steps=2"], "*": ["--trainer.logger=false"]}}
+        {"name": "rl", "config": "configs/grpo_tiny.yaml", "init": rl_init, "overrides": [rl_override]}]}, "p.yaml")
+    return {"name": "s", "arms": {"a": {"model": "tiny"}},
+            "recipes": {"sft": {"config": "configs/quickstart.yaml"}, "grpo": {"config": "configs/grpo_tiny.yaml"},
+                        "hybrid": {"pipeline": str(pipe_file)}}, **extra}
+
+
+def test_recipes_merge_identical_stages_and_start_from_the_arm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    doc = _hybrid_study(tmp_path, "first", "--model.init_args.policy.tiny.seed={export:teacher}", seeds=[5],
+                        arms={"a": {"model": "/models/{arm}x"}},
+                        overrides={"grpo_*.yaml": ["--trainer.max_steps=2"], "*": ["--trainer.logger=false"]})
     spec = load_study(_write(tmp_path, doc))
     built = arm_pipeline(spec, spec.arms[0], 5)
     stages = {s.name: s for s in built.pipeline.stages}
@@ -153,15 +158,9 @@ def test_restart_redoes_only_the_stages_that_depend_on_it(tmp_path: Path, monkey
     from srlm_pl.pipelines.runner import restarted_stages
 
     monkeypatch.chdir(ROOT)
-    pipe_file = _write(tmp_path, {"name": "p", "stages": [
-        {"name": "first", "config": "configs/quickstart.yaml"},
-        {"name": "teacher", "config": "configs/quickstart.yaml", "overrides": ["--trainer.max_steps=3"]},
-        {"name": "rl", "config": "configs/grpo_tiny.yaml", "init": "config",
-         "overrides": ["--model.init_args.policy.name_or_path={export:teacher}"]}]}, "p.yaml")
-    doc = {"name": "s", "arms": {"a": {"model": "tiny"}},
-           "recipes": {"sft": {"config": "configs/quickstart.yaml"}, "grpo": {"config": "configs/grpo_tiny.yaml"},
-                       "hybrid": {"pipeline": str(pipe_file)}}}
-    pipe = arm_pipeline(load_study(_write(tmp_path, doc)), load_study(_write(tmp_path, doc)).arms[0], 0).pipeline
+    spec = load_study(_write(tmp_path, _hybrid_study(tmp_path, "config",
+                                                     "--model.init_args.policy.name_or_path={export:teacher}")))
+    pipe = arm_pipeline(spec, spec.arms[0], 0).pipeline
     names = lambda stages: [s.name for s in stages]  # noqa: E731
     assert names(pipe.stages) == ["sft", "grpo", "hybrid.teacher", "hybrid"]
     # grpo starts from the arm's model: redoing sft leaves it alone; hybrid reads hybrid.teacher's export
