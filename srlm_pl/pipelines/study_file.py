@@ -36,6 +36,7 @@ Choices:
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,7 +185,8 @@ def recipe_stages(recipe: Recipe, arm: Arm) -> list[Stage]:
     return load_pipeline(recipe.pipeline.replace("{arm}", arm.key)).stages
 
 
-def _takes_seed(configs: list[str], part: str) -> bool:
+@functools.lru_cache(maxsize=256)  # asked per stage, arm and seed; the answer depends on the files only
+def _takes_seed(configs: tuple[str, ...], part: str) -> bool:
     """Whether the stage's ``part`` (``model`` or ``data``: the last config's ``class_path``) takes a ``seed``."""
     import importlib
     import inspect
@@ -214,7 +216,7 @@ def extra_args(spec: StudySpec, stage: Stage, seed: int) -> list[str]:
     args = [a for pattern, extra in spec.overrides.items()
             if any(fnmatch.fnmatch(n, pattern) for n in names) for a in extra]
     args.append(f"--seed_everything={seed}")
-    args += [f"--{part}.init_args.seed={seed}" for part in ("data", "model") if _takes_seed(stage.config, part)]
+    args += [f"--{part}.init_args.seed={seed}" for part in ("data", "model") if _takes_seed(tuple(stage.config), part)]
     return args
 
 
