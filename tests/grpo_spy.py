@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import Tensor
 
+import srlm_pl.generation.backends as backends_module
 import srlm_pl.modules.grpo as grpo_module
 import srlm_pl.rl.logprobs as logprobs_module
 from srlm_pl.generation.fast_decode import LeanDecoder
@@ -65,10 +66,12 @@ class GRPOSpy:
             spy.batches[-1]["rollout"] = _rollout_cpu(out)
             return out
 
-        generate = grpo_module.generate
+        generate = backends_module.generate
 
         def generate_spy(model, prompts, config, **kw):
             out = generate(model, prompts, config, **kw)
+            if config.num_samples == 1:  # validation decoding (GRPO samples groups of >= 2)
+                return out
             spy.batches[-1]["generations"].append({"prompts": [list(p) for p in prompts],
                                                    **{k: _cpu(v) for k, v in out._asdict().items()}})
             return out
@@ -122,7 +125,7 @@ class GRPOSpy:
         monkeypatch.setattr(GRPOModule, "collect_rollouts", collect_rollouts)
         monkeypatch.setattr(GRPOModule, "refill_prompts", refill_prompts)
         monkeypatch.setattr(GRPOModule, "attach_logprobs", attach_logprobs)
-        monkeypatch.setattr(grpo_module, "generate", generate_spy)
+        monkeypatch.setattr(backends_module, "generate", generate_spy)
         monkeypatch.setattr(grpo_module, "group_advantages", group_advantages)
         monkeypatch.setattr(grpo_module, "grpo_policy_loss", grpo_policy_loss)
         monkeypatch.setattr(RolloutBuffer, "minibatches", minibatches_spy)

@@ -15,7 +15,7 @@ FLOORS = [
     {"modules"},
     {"rl", "kd", "evaluation"},
     {"generation", "data", "losses", "ops"},
-    {"models", "verifiers", "callbacks", "optim", "parallel", "_deprecated", "assets"},
+    {"models", "verifiers", "callbacks", "optim", "parallel", "_deprecated", "_addons", "assets"},
 ]
 MAX_FILE_LINES = 500
 MAX_FUNCTION_LINES = 60

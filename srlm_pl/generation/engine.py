@@ -70,6 +70,7 @@ class GenerationOutput(NamedTuple):
     lengths: Tensor  # [N] long, completion_mask.sum(-1)
     truncated: Tensor  # [N] bool, hit max_new_tokens without EOS / stop string
     stopped_by_string: Tensor  # [N] bool, stopped because a stop string appeared
+    logprobs: Tensor | None = None  # [N, C] float32, the sampler's log-prob of each completion token (vLLM only)
 
 
 def decode_completions(tokenizer: Any, out: GenerationOutput) -> list[str]:

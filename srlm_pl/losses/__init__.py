@@ -31,6 +31,7 @@ from .policy import (
     importance_log_ratio,
     kl_k2,
     kl_k3,
+    truncated_is,
 )
 
 __all__ = [
@@ -55,4 +56,5 @@ __all__ = [
     "kl_k2",
     "kl_k3",
     "selective_log_softmax",
+    "truncated_is",
 ]

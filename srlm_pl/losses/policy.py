@@ -154,6 +154,25 @@ def _check_policy_args(aggregation: str, eps_low: float, eps_high: float, beta: 
         raise ValueError("entropy_coef != 0 requires entropy")
 
 
+def truncated_is(train_logp: Tensor, sampler_logp: Tensor, mask: Tensor,
+                 cap: float | None) -> tuple[Tensor, dict[str, Tensor]]:
+    """Truncated importance sampling for a sampler whose log-probs differ from the training forward's (another
+    engine, other kernels, bf16): per-token weight ``min(exp(train_logp - sampler_logp), cap)`` (detached; 1 with
+    ``cap=None``), as TRL's and verl's TIS. ``train_logp`` are the training log-probs at sampling time (GRPO's old
+    log-probs). Metrics over ``mask``: ``logprob_diff_mean`` / ``logprob_diff_max`` of ``|train - sampler|``,
+    ``tis_weight_mean`` and ``tis_capped_frac`` (tokens whose weight hit the cap)."""
+    diff = (train_logp.detach() - sampler_logp).float()  # [B, T]
+    valid = mask.bool()
+    weight = torch.exp(diff) if cap is not None else torch.ones_like(diff)
+    capped = weight > cap if cap is not None else torch.zeros_like(valid)
+    weight = weight.clamp(max=cap) if cap is not None else weight
+    abs_diff = diff.abs().masked_fill(~valid, 0.0)
+    metrics = {"logprob_diff_mean": _masked_mean(abs_diff, mask),
+               "logprob_diff_max": abs_diff.max() if abs_diff.numel() else abs_diff.sum(),
+               "tis_weight_mean": _masked_mean(weight, mask), "tis_capped_frac": _masked_mean(capped.float(), mask)}
+    return weight.masked_fill(~valid, 0.0).to(train_logp.dtype), metrics
+
+
 def grpo_policy_loss(
     logp: Tensor,
     advantages: Tensor,
@@ -173,6 +192,8 @@ def grpo_policy_loss(
     policy_mask: Tensor | None = None,
     teacher_logp: Tensor | None = None,
     teacher_kl_coef: float = 0.0,
+    sampler_logp: Tensor | None = None,
+    tis_cap: float | None = 2.0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Clipped GRPO surrogate over ``logp[B, T]`` with ``advantages[B]`` (or per-token ``[B, T]``).
 
@@ -189,7 +210,8 @@ def grpo_policy_loss(
     1 - eps_low with A < 0), ``clip_frac_high`` (ratio > 1 + eps_high with A > 0), ``clip_frac`` (either),
     ``kl`` (k3, when ``ref_logp`` is given, even with beta = 0), ``teacher_kl`` (the k1 estimate
     ``logp - teacher_logp`` of KL(pi || teacher), when ``teacher_logp`` is given), ``entropy`` (when given),
-    ``policy_token_frac`` (share of the masked tokens ``policy_mask`` keeps, when given).
+    ``policy_token_frac`` (share of the masked tokens ``policy_mask`` keeps, when given). ``sampler_logp``: the
+    sampling engine's log-probs of the tokens when it is not the training forward (vLLM); see ``truncated_is``.
     Kept as one long function so the objective reads term by term in one place.
     """
     _check_policy_args(aggregation, eps_low, eps_high, beta, ref_logp, entropy_coef, entropy, teacher_kl_coef,
@@ -200,6 +222,9 @@ def grpo_policy_loss(
     clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
     per_token = -torch.min(ratio * adv, clipped * adv).expand_as(logp)  # [B, T]
     metrics: dict[str, Tensor] = {}
+    if sampler_logp is not None:
+        weight, metrics = truncated_is(old, sampler_logp, mask, tis_cap)
+        per_token = per_token * weight
     if policy_mask is not None:
         per_token = per_token * policy_mask.to(per_token.dtype)
         metrics["policy_token_frac"] = _masked_mean(policy_mask.float(), mask)

@@ -20,6 +20,9 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 
+from srlm_pl.generation.backends import Engine, build_engine
+from srlm_pl.generation.config import GenerationConfig
+from srlm_pl.generation.engine import SamplingConfig, decode_completions
 from srlm_pl.models.forward import completion_positions as completion_positions  # their old home: re-exported
 from srlm_pl.models.forward import hidden_states as hidden_states
 from srlm_pl.models.forward import lm_head as lm_head
@@ -55,6 +58,7 @@ class PostTrainingModule(L.LightningModule):
         scheduler: SchedulerCallable = WarmupCosine,
         val_generation: ValGeneration | None = None,
         loss_chunk_size: int = 1024,
+        generation: GenerationConfig | None = None,
     ) -> None:
         super().__init__()
         self.policy_spec = policy or ModelSpec()
@@ -62,6 +66,10 @@ class PostTrainingModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.val_generation = val_generation
         self.loss_chunk_size = loss_chunk_size
+        self.generation = generation or GenerationConfig()
+        self._engines: dict[str, Engine] = {}  # "policy", "teacher": built on first use, never in checkpoints
+        self._weights_version, self._synced_version = 0, 0
+        self.last_weight_sync_s = 0.0
         self.model: nn.Module | None = None
         self.tokenizer: Any = None
         self.val_accuracy = MeanMetric()
@@ -139,6 +147,37 @@ class PostTrainingModule(L.LightningModule):
             value = self.trainer.strategy.reduce(value, reduce_op="sum")
         return value
 
+    # -- manual optimization helpers (GRPO) --------------------------------------------------------------
+    def grad_norm(self) -> float | None:
+        """Total gradient norm before clipping (DTensor-aware); ``None`` under FSDP v1, whose flat-parameter
+        shards cannot be normed this way."""
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        if isinstance(self.trainer.strategy, FSDPStrategy):
+            return None
+        grads = [p.grad for p in self.trainable_parameters() if p.grad is not None]
+        if not grads:
+            return 0.0
+        norm = torch.nn.utils.get_total_norm(grads)
+        return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
+    def clip_grad_norm(self, opt: torch.optim.Optimizer) -> float | None:
+        """Clip to ``max_grad_norm`` and return the norm before clipping (as ``grad_norm``). Lightning's
+        ``clip_gradients`` is needed for FSDP v1 (flat shards) and fp16 loss scaling, and refuses fused optimizers
+        under mixed precision even with bf16, where no gradient is scaled; everywhere else
+        ``torch.nn.utils.clip_grad_norm_`` does it (DTensor-aware under FSDP2) and its norm is reused."""
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        if isinstance(self.trainer.strategy, FSDPStrategy) or getattr(self.trainer.precision_plugin, "scaler", None):
+            norm = self.grad_norm()  # None under FSDP v1
+            self.clip_gradients(opt, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
+            return norm
+        params = [p for p in self.trainable_parameters() if p.grad is not None]
+        if not params:
+            return 0.0
+        norm = torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+        return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
     # -- logging helpers ------------------------------------------------------------------------------
     def tokens_per_second(self, n_tokens: int) -> float | None:
         """Tokens/s since the previous call (None on the first call)."""
@@ -152,17 +191,41 @@ class PostTrainingModule(L.LightningModule):
         opt = opt.optimizer if hasattr(opt, "optimizer") else opt
         self.log("lr", opt.param_groups[0]["lr"], on_step=True, prog_bar=False)
 
-    # -- generation-based validation -------------------------------------------------------------------
+    # -- generation ---------------------------------------------------------------------------------------
+    def policy_engine(self) -> Engine:
+        """The engine that samples from the policy (``generation.backend``), built on first use and given the
+        policy's weights again before the first generation after any training batch (time in
+        ``last_weight_sync_s``, logged as ``time/weight_sync``)."""
+        engine, self.last_weight_sync_s = self._engines.get("policy"), 0.0
+        if engine is None:
+            engine = self._engines["policy"] = build_engine(self.generation, self.model, self.tokenizer)
+            self._synced_version = self._weights_version
+        elif self._synced_version != self._weights_version:
+            self.last_weight_sync_s = engine.load_weights(self.model)
+            self._synced_version = self._weights_version
+        return engine
+
+    def frozen_engine(self, name: str, model: nn.Module) -> Engine:
+        """An engine for a frozen model (a teacher): built once, never re-synced."""
+        if name not in self._engines:
+            self._engines[name] = build_engine(self.generation, model, self.tokenizer)
+        return self._engines[name]
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._weights_version += 1  # the policy may have moved: the engine needs its weights before sampling
+
+    def teardown(self, stage: str) -> None:
+        for engine in self._engines.values():
+            getattr(engine, "close", lambda: None)()
+        self._engines.clear()
+
     def generate_and_score(self, prompts: list[list[int]], golds: list[str], max_new_tokens: int,
                            timeout: float) -> tuple[list[str], list[bool]]:
-        from srlm_pl.generation.engine import SamplingConfig, decode_completions, generate
-        from srlm_pl.models.forward import eos_token_ids
         from srlm_pl.verifiers import verify_completions
 
-        out = generate(self.model, prompts, SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0),
-                       eos_token_ids=eos_token_ids(self.tokenizer, self.model),
-                       pad_token_id=self.tokenizer.pad_token_id,
-                       sync_ranks=self.trainer.world_size > 1 if self._trainer is not None else False)
+        out = self.policy_engine().generate(
+            prompts, SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0),
+            sync_ranks=self.trainer.world_size > 1 if self._trainer is not None else False)
         texts = decode_completions(self.tokenizer, out)
         verdicts = verify_completions(golds, texts, timeout=timeout)  # code-task golds run in the code sandbox
         return texts, [bool(v) for v in verdicts]

@@ -41,7 +41,8 @@ from torch import Tensor, nn
 from torchmetrics import SumMetric
 
 from srlm_pl.data.collate import prompts_from_batch
-from srlm_pl.generation.engine import SamplingConfig, generate
+from srlm_pl.generation.config import GenerationConfig
+from srlm_pl.generation.engine import SamplingConfig
 from srlm_pl.kd.batch import batch_from_generation
 from srlm_pl.kd.teacher import TEACHER_KEY, check_vocabulary, head_rows, load_teacher, place_teacher
 from srlm_pl.kd.topk_store import (
@@ -55,7 +56,6 @@ from srlm_pl.losses.kd import DIVERGENCES, Divergence
 from srlm_pl.models.forward import (
     completion_positions,
     contiguous_head_input,
-    eos_token_ids,
     hidden_states,
     lm_head,
 )
@@ -125,6 +125,7 @@ class DistillModule(PostTrainingModule):
         divergence: Divergence = "jsd",
         skew_alpha: float = 0.1,
         teacher_logits: str | None = None,
+        generation: GenerationConfig | None = None,
     ) -> None:
         """Store and check the config (one documented line per argument: LightningCLI shows them as ``--help``,
         which is why this function is long).
@@ -173,8 +174,11 @@ class DistillModule(PostTrainingModule):
                 temperature, tokenizer, data and template; a ``teacher`` given with it must equal the store's
                 teacher in every recorded field (settings, config and weights fingerprints); ``null`` (default) runs
                 the teacher online.
+            generation: the engine that samples on-policy (student) and sequence-KD (teacher) completions and
+                validation completions (``backend: hf | vllm | auto`` and vLLM's settings; see
+                ``srlm_pl.generation.GenerationConfig``). With vLLM the teacher gets an engine of its own.
         """
-        super().__init__(policy, optimizer, scheduler, val_generation, loss_chunk_size)
+        super().__init__(policy, optimizer, scheduler, val_generation, loss_chunk_size, generation)
         if teacher is None and teacher_logits is None:
             raise ValueError(f"{TEACHER_KEY} is required: the model to distil from (hub id, folder or GGUF), or "
                              f"{_KEY}.teacher_logits: a store of its top-k log-probs (tools/make_teacher_logits.py)")
@@ -314,12 +318,10 @@ class DistillModule(PostTrainingModule):
 
     def sample_completions(self, batch: dict[str, Any], source: Source, sample_seed: int) -> dict[str, Any]:
         """A new batch: the batch's prompts with completions sampled by the student or the teacher."""
-        model = self.model if source == "student" else self.teacher
-        generator = torch.Generator(device=self.device).manual_seed(sample_seed + self.global_rank)
+        engine = self.policy_engine() if source == "student" else self.frozen_engine("teacher", self.teacher)
         world = self.trainer.world_size if self._trainer is not None else 1
-        out = generate(model, prompts_from_batch(batch), self.sampling,
-                       eos_token_ids=eos_token_ids(self.tokenizer, model), pad_token_id=self.tokenizer.pad_token_id,
-                       generator=generator, sync_ranks=world > 1)
+        out = engine.generate(prompts_from_batch(batch), self.sampling, seeds=sample_seed + self.global_rank,
+                              sync_ranks=world > 1)
         return batch_from_generation(out, self.tokenizer.pad_token_id, device=self.device,
                                      pad_to_multiple_of=self.length_multiple)
 

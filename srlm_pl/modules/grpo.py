@@ -39,7 +39,8 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
 
-from srlm_pl.generation.engine import SamplingConfig, decode_completions, generate
+from srlm_pl.generation.config import GenerationConfig
+from srlm_pl.generation.engine import SamplingConfig, decode_completions
 from srlm_pl.kd.teacher import check_vocabulary, head_rows, load_teacher, place_teacher
 from srlm_pl.losses import (
     AGGREGATIONS,
@@ -50,7 +51,6 @@ from srlm_pl.losses import (
     entropy_threshold,
     grpo_policy_loss,
 )
-from srlm_pl.models.forward import eos_token_ids
 from srlm_pl.models.loading import ModelSpec, adapters_disabled, load_model, unwrap_peft
 from srlm_pl.modules.base import PostTrainingModule, SchedulerCallable, ValGeneration
 from srlm_pl.optim import AdamW, WarmupConstant
@@ -106,6 +106,8 @@ class GRPOModule(PostTrainingModule):
         loss_chunk_size: int = 1024,
         share_prompt_forward: bool = True,
         seed: int = 0,
+        generation: GenerationConfig | None = None,
+        tis_cap: float | None = 2.0,
     ) -> None:
         """Store and check the config (one documented line per argument: LightningCLI shows them as ``--help``,
         which is why this function is long).
@@ -165,8 +167,13 @@ class GRPOModule(PostTrainingModule):
                 for its G completions (same values and gradients; the prompt costs 1/G). Off with gradient
                 checkpointing, which disables the cache.
             seed: seeds sampling (per prompt and step), minibatch order and prompt refills.
+            generation: the engine that samples rollouts and validation completions (``backend: hf | vllm | auto``
+                and vLLM's settings; see ``srlm_pl.generation.GenerationConfig``).
+            tis_cap: truncated importance sampling for a sampler that is not the training forward (``vllm``): each
+                token's policy term is weighted by ``min(exp(logp_train - logp_sampler), tis_cap)`` with the
+                training log-probs at sampling time; ``null`` turns it off. Unused with ``hf`` (same model).
         """
-        super().__init__(policy, optimizer, scheduler, val_generation, loss_chunk_size)
+        super().__init__(policy, optimizer, scheduler, val_generation, loss_chunk_size, generation)
         self.automatic_optimization = False
         checks = [(num_generations >= 2, "num_generations must be >= 2 (a group needs two samples)"),
                   (mu >= 1, "mu must be >= 1"),
@@ -182,6 +189,7 @@ class GRPOModule(PostTrainingModule):
                   (0.0 < top_entropy_quantile <= 1.0,
                    f"top_entropy_quantile must be in (0, 1] (1 = every token), got {top_entropy_quantile}"),
                   (teacher_kl_coef >= 0, f"teacher_kl_coef must be >= 0, got {teacher_kl_coef}"),
+                  (tis_cap is None or tis_cap >= 1.0, f"tis_cap must be >= 1 or null, got {tis_cap}"),
                   (teacher is not None or teacher_kl_coef == 0,
                    "teacher_kl_coef > 0 needs model.init_args.teacher (the model to distil from)")]
         for ok, message in checks:
@@ -209,7 +217,7 @@ class GRPOModule(PostTrainingModule):
         self.drop_zero_variance, self.skip_zero_gradient_steps = drop_zero_variance, skip_zero_gradient_steps
         self.mask_truncated, self.entropy_coef = mask_truncated, entropy_coef
         self.reward_fallback, self.max_grad_norm, self.seed = reward_fallback, max_grad_norm, seed
-        self.share_prompt_forward = share_prompt_forward
+        self.share_prompt_forward, self.tis_cap = share_prompt_forward, tis_cap
         self.buffer = RolloutBuffer()
         self._reference: list[torch.nn.Module] = []  # not a submodule: never in the checkpoint
         self._teacher: list[torch.nn.Module] = []  # the same
@@ -273,13 +281,13 @@ class GRPOModule(PostTrainingModule):
                          ids: list[str]) -> tuple[Rollout | None, dict[str, float]]:
         """Generate, score, filter zero-variance groups (refilling if asked), compute advantages and
         the old/reference log-probs. Returns ``None`` when no group carries a learning signal anywhere."""
-        parts, stats = [], {"time/generation_s": 0.0, "time/scoring_s": 0.0}
+        parts, stats = [], {"time/generation_s": 0.0, "time/weight_sync": 0.0, "time/scoring_s": 0.0}
         first = True
         target_groups = len(prompts)
         rounds = 0
         while True:
             part, part_stats = self.sample_and_score(prompts, golds, ids)
-            for k in ("time/generation_s", "time/scoring_s"):
+            for k in ("time/generation_s", "time/weight_sync", "time/scoring_s"):
                 stats[k] += part_stats.pop(k)
             if first:
                 stats.update(part_stats)  # reward/length statistics describe the batch's own prompts
@@ -311,11 +319,10 @@ class GRPOModule(PostTrainingModule):
 
     def sample_and_score(self, prompts: list[list[int]], golds: list[str],
                          ids: list[str]) -> tuple[dict[str, Any], dict[str, float]]:
-        t0 = time.perf_counter()
-        generators = [self.rng("sample", prompt_id, device=self.device) for prompt_id in ids]
-        out = generate(self.model, prompts, self.sampling, eos_token_ids=eos_token_ids(self.tokenizer, self.model),
-                       pad_token_id=self.tokenizer.pad_token_id, decode=self.tokenizer.decode,
-                       generator=generators, sync_ranks=self.shards_parameters())
+        engine = self.policy_engine()
+        t_gen = time.perf_counter()
+        out = engine.generate(prompts, self.sampling, seeds=[self.rng_seed("sample", i) for i in ids],
+                              logprobs=self.tis_cap is not None, sync_ranks=self.shards_parameters())
         t1 = time.perf_counter()
         texts = decode_completions(self.tokenizer, out)
         repeated_golds = [g for g in golds for _ in range(self.group_size)]
@@ -331,16 +338,17 @@ class GRPOModule(PostTrainingModule):
             mask = mask * (~out.truncated).long()[:, None]
         groups = torch.arange(len(prompts), device=self.device).repeat_interleave(self.group_size)
         rollout = Rollout(out.prompt_ids, out.prompt_mask, out.completion_ids, mask, rewards, advantages, groups,
-                          truncated=out.truncated)
+                          truncated=out.truncated, sampler_logp=out.logprobs)
         prompt_texts = [self.tokenizer.decode(p) for p in prompts for _ in range(self.group_size)]
         self.last_samples = {"prompts": prompt_texts, "completions": texts, "golds": repeated_golds,
                              "rewards": rewards.tolist()}
-        stats = {"time/generation_s": t1 - t0, "time/scoring_s": t2 - t1, **reward_stats(scores),
+        stats = {"time/generation_s": t1 - t_gen, "time/weight_sync": self.last_weight_sync_s,
+                 "time/scoring_s": t2 - t1, **reward_stats(scores),
                  "train/zero_variance_frac": zero_var.float().mean().item(),
                  "completion/len_mean": out.lengths.float().mean().item(),
                  "completion/len_max": out.lengths.max().item(),
                  "completion/truncated_frac": out.truncated.float().mean().item(),
-                 "completion/tokens_per_s_generation": float(out.lengths.sum()) / max(t1 - t0, 1e-9)}
+                 "completion/tokens_per_s_generation": float(out.lengths.sum()) / max(t1 - t_gen, 1e-9)}
         return {"rollout": rollout, "zero_var": zero_var}, stats
 
     def attach_logprobs(self, rollout: Rollout) -> Rollout:
@@ -377,7 +385,7 @@ class GRPOModule(PostTrainingModule):
                     num_global_tokens=global_tokens / self.num_minibatches, entropy=entropy,
                     entropy_coef=self.entropy_coef, importance_sampling_level=self.importance_sampling_level,
                     policy_mask=self.entropy_mask(entropy, mb.completion_mask), teacher_logp=mb.teacher_logp,
-                    teacher_kl_coef=self.teacher_kl_coef)
+                    teacher_kl_coef=self.teacher_kl_coef, sampler_logp=mb.sampler_logp, tis_cap=self.tis_cap)
                 self.manual_backward(loss)
                 norm = self.clip_grad_norm(opt) if self.max_grad_norm is not None else self.grad_norm()
                 if norm is not None:
@@ -389,7 +397,7 @@ class GRPOModule(PostTrainingModule):
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
         self.log_lr()
-        return {f"train/{k}": v / steps for k, v in sums.items()}
+        return {(f"rollout/{k}" if k.startswith("logprob_diff") else f"train/{k}"): v / steps for k, v in sums.items()}
 
     # -- helpers ---------------------------------------------------------------------------------------
     def batch_normalised(self, rollout: Rollout) -> Rollout:
@@ -430,36 +438,6 @@ class GRPOModule(PostTrainingModule):
                                    vocab_size=len(self.tokenizer), with_entropy=with_entropy,
                                    share_prompt=self.share_prompt_forward)
 
-    def grad_norm(self) -> float | None:
-        """Total gradient norm before clipping (DTensor-aware); ``None`` under FSDP v1, whose flat-parameter
-        shards cannot be normed this way."""
-        from lightning.pytorch.strategies import FSDPStrategy
-
-        if isinstance(self.trainer.strategy, FSDPStrategy):
-            return None
-        grads = [p.grad for p in self.trainable_parameters() if p.grad is not None]
-        if not grads:
-            return 0.0
-        norm = torch.nn.utils.get_total_norm(grads)
-        return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
-
-    def clip_grad_norm(self, opt: torch.optim.Optimizer) -> float | None:
-        """Clip to ``max_grad_norm`` and return the norm before clipping (as ``grad_norm``). Lightning's
-        ``clip_gradients`` is needed for FSDP v1 (flat shards) and fp16 loss scaling, and refuses fused optimizers
-        under mixed precision even with bf16, where no gradient is scaled; everywhere else
-        ``torch.nn.utils.clip_grad_norm_`` does it (DTensor-aware under FSDP2) and its norm is reused."""
-        from lightning.pytorch.strategies import FSDPStrategy
-
-        if isinstance(self.trainer.strategy, FSDPStrategy) or getattr(self.trainer.precision_plugin, "scaler", None):
-            norm = self.grad_norm()  # None under FSDP v1
-            self.clip_gradients(opt, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
-            return norm
-        params = [p for p in self.trainable_parameters() if p.grad is not None]
-        if not params:
-            return 0.0
-        norm = torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
-        return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
-
     def global_token_count(self, mask: Tensor) -> float:
         """Completion tokens in the global batch, divided by the world size (DDP averages gradients)."""
         return max(float(self.global_sum(mask.sum())) / self.trainer.world_size, 1.0)
@@ -470,12 +448,16 @@ class GRPOModule(PostTrainingModule):
             value = self.trainer.strategy.reduce(value, reduce_op="max")
         return bool(value > 0)
 
-    def rng(self, stream: str, key: str, device: torch.device | str = "cpu") -> torch.Generator:
-        """A generator seeded by (seed, batch index, stream, key): sampling for a prompt depends on the prompt
-        and the step only, not on the process or batch it lands in, and a resumed run replays it exactly."""
+    def rng_seed(self, stream: str, key: str) -> int:
+        """A seed from (seed, batch index, stream, key): sampling for a prompt depends on the prompt and the step
+        only, not on the process or batch it lands in, and a resumed run replays it exactly."""
         step = self.trainer.fit_loop.epoch_loop.total_batch_idx if self._trainer is not None else 0
         digest = hashlib.sha256(f"{self.seed}|{step}|{stream}|{key}".encode()).digest()
-        return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+        return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+    def rng(self, stream: str, key: str, device: torch.device | str = "cpu") -> torch.Generator:
+        """A generator seeded by ``rng_seed(stream, key)``."""
+        return torch.Generator(device=device).manual_seed(self.rng_seed(stream, key))
 
     def refill_prompts(self, n: int, round_: int) -> tuple[list[list[int]], list[str], list[str]]:
         """``n`` fresh prompts from the training set for dynamic sampling (seeded per step, round and rank), drawn

@@ -17,6 +17,7 @@ from torch import Tensor
 from torchmetrics import SumMetric
 
 from srlm_pl.data.collate import prompts_from_batch
+from srlm_pl.generation.config import GenerationConfig
 from srlm_pl.models.forward import completion_positions, hidden_states, lm_head
 from srlm_pl.models.loading import ModelSpec
 from srlm_pl.modules.base import PostTrainingModule, SchedulerCallable, ValGeneration
@@ -34,6 +35,7 @@ class SFTModule(PostTrainingModule):
         scheduler: SchedulerCallable = WarmupCosine,
         val_generation: ValGeneration | None = None,
         loss_chunk_size: int = 1024,
+        generation: GenerationConfig | None = None,
     ) -> None:
         """
         Args:
@@ -44,8 +46,10 @@ class SFTModule(PostTrainingModule):
             val_generation: greedy-decode this many validation prompts and log ``val/accuracy``
                 (verifier-scored); ``null`` disables it.
             loss_chunk_size: positions per chunk of the LM head + cross-entropy (memory vs speed).
+            generation: the engine that decodes validation prompts (``backend: hf | vllm | auto`` and vLLM's
+                settings; see ``srlm_pl.generation.GenerationConfig``).
         """
-        super().__init__(policy, optimizer, scheduler, val_generation, loss_chunk_size)
+        super().__init__(policy, optimizer, scheduler, val_generation, loss_chunk_size, generation)
         self.val_loss_sum = SumMetric()
         self.val_tokens = SumMetric()
 

@@ -35,7 +35,7 @@ from torch import Tensor
 
 AdvantageMode = Literal["group_std", "mean_only", "batch_std", "rloo", "reinforce_pp"]
 ADVANTAGE_MODES: tuple[str, ...] = ("group_std", "mean_only", "batch_std", "rloo", "reinforce_pp")
-_OPTIONAL = ("old_logp", "ref_logp", "truncated", "teacher_logp")
+_OPTIONAL = ("old_logp", "ref_logp", "truncated", "teacher_logp", "sampler_logp")
 
 
 class Rollout(NamedTuple):
@@ -52,6 +52,7 @@ class Rollout(NamedTuple):
     ref_logp: Tensor | None = None  # [N, C] reference-policy log-probs, only needed when beta > 0
     truncated: Tensor | None = None  # [N] bool, hit max_new_tokens
     teacher_logp: Tensor | None = None  # [N, C] a teacher's log-probs of the sampled tokens (distillation in RL)
+    sampler_logp: Tensor | None = None  # [N, C] the sampling engine's log-probs (vLLM), for truncated IS
 
     @property
     def num_rows(self) -> int:
@@ -79,7 +80,7 @@ class Rollout(NamedTuple):
         fields = self._asdict()
         fields["prompt_ids"] = self.prompt_ids[:, p_start:]
         fields["prompt_mask"] = self.prompt_mask[:, p_start:]
-        for name in ("completion_ids", "completion_mask", "old_logp", "ref_logp", "teacher_logp"):
+        for name in ("completion_ids", "completion_mask", "old_logp", "ref_logp", "teacher_logp", "sampler_logp"):
             if fields[name] is not None:
                 fields[name] = fields[name][:, :c_end]
         return Rollout(**fields)

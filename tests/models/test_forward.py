@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import srlm_pl.modules.grpo as grpo_module
+import srlm_pl.generation.backends as backends_module
 from cli_utils import SMALL_TINY
 from srlm_pl.models.forward import eos_token_ids
 from srlm_pl.models.loading import ModelSpec, TinyConfig
@@ -63,14 +63,13 @@ def test_grpo_sampling_and_validation_stop_at_every_eos_of_the_generation_config
     tok, model = grpo.tokenizer, grpo.model
     prompts = [tok("1+2=", add_special_tokens=False)["input_ids"], tok("3+4=", add_special_tokens=False)["input_ids"]]
     seen: list[list[int]] = []
-    generate = grpo_module.generate
+    generate = backends_module.generate
 
     def spy(*args, **kwargs):
         seen.append(list(kwargs["eos_token_ids"]))
         return generate(*args, **kwargs)
 
-    monkeypatch.setattr(grpo_module, "generate", spy)
-    monkeypatch.setattr("srlm_pl.generation.engine.generate", spy)
+    monkeypatch.setattr(backends_module, "generate", spy)
     monkeypatch.setattr(model.generation_config, "eos_token_id", tok.eos_token_id)
 
     with torch.no_grad():
@@ -88,7 +87,7 @@ def test_grpo_sampling_and_validation_stop_at_every_eos_of_the_generation_config
     assert after["rollout"].completion_mask.sum(1).tolist()[0] == 2
 
     # validation (greedy): the same prompts stop at the second id wherever the tokenizer-only run emitted it
-    greedy = generate(model, prompts, grpo_module.SamplingConfig(max_new_tokens=8, temperature=0.0),
+    greedy = generate(model, prompts, backends_module.SamplingConfig(max_new_tokens=8, temperature=0.0),
                       eos_token_ids=[tok.eos_token_id], pad_token_id=tok.pad_token_id)
     g_rows, g_lengths = greedy.completion_ids.tolist(), greedy.lengths.tolist()
     seen.clear()

@@ -35,6 +35,7 @@ def _script(real_generate, tokenizer, bodies: dict[str, str]):  # noqa: ANN001, 
 
 
 def test_code_reward_in_a_grpo_step_matches_the_sandbox(tmp_path, monkeypatch, tiny_tokenizer) -> None:
+    import srlm_pl.generation.backends as backends
     import srlm_pl.modules.grpo as grpo
 
     config = grpo_config(tmp_path, max_steps=2, num_generations=G, max_new_tokens=32,
@@ -44,7 +45,8 @@ def test_code_reward_in_a_grpo_step_matches_the_sandbox(tmp_path, monkeypatch, t
         train={"path": "builtin_code", "builtin_code": {"level": 1, "num_problems": 8, "seed": 3}},
         template={"style": "plain", "plain_template": "{question}"}, batch_size=2, max_length=96))
     tasks = [CodeTaskGenerator(1, seed=3).task(i) for i in range(8)]
-    monkeypatch.setattr(grpo, "generate", _script(grpo.generate, tiny_tokenizer, {t.prompt: t.body for t in tasks}))
+    scripted = {t.prompt: t.body for t in tasks}
+    monkeypatch.setattr(backends, "generate", _script(backends.generate, tiny_tokenizer, scripted))
     scored: list[tuple[list[str], list[str], list[float]]] = []
     real_score = grpo.score
 

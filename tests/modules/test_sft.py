@@ -75,7 +75,7 @@ def test_lora_sft_with_generation_validation(tmp_path, tiny_tokenizer, monkeypat
     """val/accuracy is the verifier-scored share of the first ``num_prompts`` validation prompts, each judged
     against its own gold: the real greedy decoder runs through the LoRA model, then its completions are replaced
     by scripted ones whose verdicts are known (validation rows 0 and 2 right, row 1 wrong: 2/3)."""
-    import srlm_pl.generation.engine as generation
+    import srlm_pl.generation.backends as generation  # the hf engine calls engine.generate through it
 
     val_rows, _ = load_rows(DataSource(builtin=BuiltinProblems(num_problems=8, seed=2)), need=("question", "answer"))
     gold = [r["answer"] for r in val_rows]
