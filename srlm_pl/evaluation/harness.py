@@ -67,6 +67,7 @@ class EvalConfig:
     code_timeout: float = 5.0
     threads: int = 0
     progress: bool = True
+    backend: Literal["hf", "vllm", "auto"] = "hf"
 
     def check(self) -> None:
         if self.n < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
@@ -102,23 +103,21 @@ def _settings(cfg: EvalConfig, data: EvalSet, style: PromptStyle) -> dict[str, A
     return {"model": cfg.model, "model_files": _fingerprint(cfg.model), "gguf_file": cfg.gguf_file,
             "data": data.source, "prompt": {"label": style.label, "template": asdict(style.template)},
             "n": cfg.n, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k,
-            "max_new_tokens": cfg.max_new_tokens, "precision": cfg.precision, "seed": cfg.seed}
+            "max_new_tokens": cfg.max_new_tokens, "precision": cfg.precision, "seed": cfg.seed,
+            **({"backend": cfg.backend} if cfg.backend != "hf" else {})}  # hf: the key earlier folders lack
 
 
 def _score_batch(loaded: LoadedModel, batch: list[dict[str, Any]], prompts: list[list[int]], texts: list[str],
-                 cfg: EvalConfig, sampling: Any, device: torch.device, program_mode: str) -> list[dict[str, Any]]:
-    from srlm_pl.generation.engine import decode_completions, generate
-    from srlm_pl.models.forward import eos_token_ids
+                 cfg: EvalConfig, sampling: Any, engine: Any, program_mode: str) -> list[dict[str, Any]]:
+    from srlm_pl.generation.engine import decode_completions
 
-    gens = None
-    if cfg.temperature > 0:
-        gens = [torch.Generator(device=device).manual_seed(problem_seed(cfg.seed, r["id"])) for r in batch]
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" \
-        else contextlib.nullcontext()
+    seeds = [problem_seed(cfg.seed, r["id"]) for r in batch] if cfg.temperature > 0 else None
+    device = next(loaded.model.parameters()).device
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" and engine.name == "hf" \
+        else contextlib.nullcontext()  # vLLM runs in its own dtype (bf16 precision -> bfloat16 weights)
     start = time.perf_counter()
     with autocast:
-        out = generate(loaded.model, prompts, sampling, eos_token_ids=eos_token_ids(loaded.tokenizer, loaded.model),
-                       pad_token_id=loaded.tokenizer.pad_token_id, generator=gens, decode=loaded.tokenizer.decode)
+        out = engine.generate(prompts, sampling, seeds=seeds)
     seconds = time.perf_counter() - start
     lengths, truncated = out.lengths.tolist(), out.truncated.tolist()
     completions = decode_completions(loaded.tokenizer, out)
@@ -168,6 +167,8 @@ def check_completions(golds: list[str], completions: list[str], cfg: EvalConfig,
 def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, overwrite: bool = False,
                    loaded: LoadedModel | None = None) -> dict[str, Any]:
     """Evaluate ``cfg.model`` on ``cfg.dataset`` into ``out_dir``; resumes from its predictions file."""
+    from srlm_pl.generation.backends import build_engine
+    from srlm_pl.generation.config import GenerationConfig
     from srlm_pl.generation.engine import SamplingConfig
 
     cfg.check()
@@ -194,23 +195,28 @@ def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, overwrite: bool = Fa
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
+    engine = build_engine(GenerationConfig(backend=cfg.backend, dtype="bfloat16" if cfg.precision == "bf16"
+                                           else "float32"), loaded.model, loaded.tokenizer, key="--backend")
+    load_seconds = time.perf_counter() - start
     with tqdm(total=len(data.rows), initial=len(data.rows) - len(todo), desc=f"eval {cfg.dataset}", unit="problem",
               disable=not cfg.progress) as bar:
         for b in range(0, len(todo), cfg.batch_size):
             batch = todo[b: b + cfg.batch_size]
             rows = _score_batch(loaded, batch, [ids[r["id"]] for r in batch], [texts[r["id"]] for r in batch],
-                                cfg, sampling, device, style.program_mode)
+                                cfg, sampling, engine, style.program_mode)
             store.append(rows)
             for r in rows:
                 done.setdefault(r["id"], []).append(r)
             bar.update(len(batch))
             bar.set_postfix(acc=f"{_running_accuracy(done, data):.3f}")
+    getattr(engine, "close", lambda: None)()
     problems = {r["id"]: done[r["id"]] for r in data.rows}
     info = {"model": loaded.description, "dataset": cfg.dataset, "source": data.source, "split": cfg.split,
             "limit": cfg.limit, "prompt_style": style.label,
             "settings": {"n": cfg.n, "temperature": cfg.temperature, "top_p": cfg.top_p,
                          "max_new_tokens": cfg.max_new_tokens, "precision": cfg.precision, "seed": cfg.seed,
-                         "batch_size": cfg.batch_size, "device": str(device), "threads": torch.get_num_threads()},
+                         "batch_size": cfg.batch_size, "device": str(device), "threads": torch.get_num_threads(),
+                         "backend": engine.name, "engine_load_seconds": round(load_seconds, 2)},
             "wall_seconds_this_session": round(time.perf_counter() - start, 2)}
     summary = summarize(problems, cfg.k, data_report=data.report(), info=info)
     write_summary(out_dir, summary)

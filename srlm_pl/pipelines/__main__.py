@@ -24,12 +24,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--validate_only", action="store_true", help="check every stage and exit")
     p.add_argument("--in_process", action="store_true", help="run stages in this process (default: subprocesses)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads per stage (0: torch's default; 1 on a busy CPU)")
+    p.add_argument("--backend", choices=("hf", "vllm", "auto"),
+                   help="generation engine of the pipeline's evaluations (default: its evaluation.backend, else hf)")
     p.add_argument("--verbose", action="store_true", help="stream each stage's output (it always goes to stage.log)")
     a = p.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     log_to_console()
     try:
         pipe = load_pipeline(a.pipeline)
+        if a.backend:
+            pipe.evaluation["backend"] = a.backend
         out = Path(a.out or Path("runs") / "pipelines" / pipe.name)
         if a.validate_only:
             validate(pipe, out)

@@ -44,7 +44,7 @@ class Generated:
     completions ``srlm_pl.generation.engine.generate`` returned (problems x samples). ``take()`` returns and resets."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import srlm_pl.generation.engine as generation
+        import srlm_pl.generation.backends as generation  # the hf engine calls engine.generate through it
 
         self.ids: list[str] = []
         self.completions = 0
@@ -60,7 +60,7 @@ class Generated:
             return out
 
         monkeypatch.setattr(harness, "_score_batch", score)
-        monkeypatch.setattr(generation, "generate", generate)  # _score_batch imports it at call time
+        monkeypatch.setattr(generation, "generate", generate)
 
     def take(self) -> tuple[list[str], int]:
         out = (sorted(self.ids), self.completions)
