@@ -161,6 +161,7 @@ class VLLMEngine:
         self.runner = self.llm.llm_engine.model_executor.driver_worker.worker.model_runner
         self.load_seconds = time.perf_counter() - start
         self.load_weights(model)
+        self.check_kernels(arch)
         log.info("vLLM engine for %s: started in %.1f s (max_model_len %d)", arch, self.load_seconds,
                  self.max_model_len)
 
@@ -169,6 +170,20 @@ class VLLMEngine:
         start = time.perf_counter()
         self.runner.reload_weights(weights_iterator=policy_weights(model))
         return time.perf_counter() - start
+
+    def check_kernels(self, arch: str) -> None:
+        """One token through the engine now, so a model its kernels cannot run fails here (where ``auto`` can fall
+        back), not at the first rollout; e.g. vLLM's CPU attention has no kernel for some head sizes."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        try:
+            self.llm.generate([TokensPrompt(prompt_token_ids=[self.eos[0]])], SamplingParams(max_tokens=1),
+                              use_tqdm=False)
+        except RuntimeError as err:
+            self.close()
+            raise VLLMUnavailable(f"{self.key}.backend: vllm cannot run {arch} here ({err}); use backend hf, or "
+                                  "auto to fall back to it") from err
 
     def check_lengths(self, prompts: list[list[int]], max_new_tokens: int) -> None:
         for i, p in enumerate(prompts):

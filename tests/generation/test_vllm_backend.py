@@ -148,8 +148,8 @@ def test_engine_logprobs_match_the_training_forward(engines, model, tiny_tokeniz
 
     vllm_engine, _ = engines
     for temperature in (1.0, 0.7):
-        out = vllm_engine.generate(prompts(tiny_tokenizer, 2), SamplingConfig(max_new_tokens=12, temperature=temperature,
-                                   num_samples=3), seeds=[1, 2], logprobs=True)
+        config = SamplingConfig(max_new_tokens=12, temperature=temperature, num_samples=3)
+        out = vllm_engine.generate(prompts(tiny_tokenizer, 2), config, seeds=[1, 2], logprobs=True)
         with torch.no_grad():
             train, _ = completion_logprobs(model, out.prompt_ids, out.prompt_mask, out.completion_ids,
                                            out.completion_mask, temperature=temperature, chunk_size=64,
