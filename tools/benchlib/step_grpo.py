@@ -27,18 +27,20 @@ from benchlib.case import Case, Row
 from benchlib.fit import fit, setup_worker
 
 FLAGS: dict[str, Any] = {"steps": 9, "warmup": 1, "prompts": 4, "group": 4, "new_tokens": 128, "prompt_len": 128,
-                         "chunk": 1024, "no_share_prompt": False, "no_lean": False, "no_fused": False, "device": "cpu"}
+                         "chunk": 1024, "no_share_prompt": False, "no_lean": False, "no_fused": False, "device": "cpu",
+                         "backend": ["hf"]}
 WORKLOADS = ("tiny", "smollm2", *synthetic.WORKLOADS)
 TRL_WORKLOADS = ("smollm2",)
 NEEDS_ASSETS = ("smollm2",)
 METRIC = "s_per_step"
 COLUMNS = ["workload", "impl", "variant", "s_per_step", "generation_s", "scoring_s", "training_s",
-           "completion_tokens_per_s_generation", "completion_len_mean", "truncated_frac", "peak_rss_gib",
+           "completion_tokens_per_s_generation", "completion_len_mean", "truncated_frac", "weight_sync_s",
+           "engine_load_s", "logprob_diff_mean", "peak_rss_gib",
            "peak_gpu_gib", "vs_trl", "peak_rss_vs_trl"]
 INSTRUCTION = ("Solve the following math problem. Reason step by step, and end your response with "
                "'The answer is N' where N is the final number.")
 LOGGED = ("time/generation_s", "time/scoring_s", "time/training_s", "completion/len_mean", "completion/len_max",
-          "completion/truncated_frac", "reward/mean")
+          "completion/truncated_frac", "reward/mean", "time/weight_sync", "rollout/logprob_diff_mean")
 
 
 def default_workloads(a: SimpleNamespace) -> list[str]:
@@ -48,19 +50,29 @@ def default_workloads(a: SimpleNamespace) -> list[str]:
 
 
 def cases(a: SimpleNamespace) -> list[Case]:
-    variant = ",".join(k for k in ("no_lean", "no_fused", "no_share_prompt") if getattr(a, k)) or "default"
     env = {"SRLM_LEAN_DECODE": "0" if a.no_lean else "1", "SRLM_FUSED_CE": "0" if a.no_fused else "1"}
     out = []
     for workload in a.workloads:
-        cfg = {**{k: getattr(a, k) for k in FLAGS}, "workload": workload, "threads": a.threads}
         trl = _trl(a) if workload in TRL_WORKLOADS else None
-        out.append(Case({"workload": workload}, lambda cfg=cfg: common.run_worker("grpo", cfg, env), trl,
-                        {"variant": variant}))
+        for backend in a.backend:
+            variant = ",".join([k for k in ("no_lean", "no_fused", "no_share_prompt") if getattr(a, k)]
+                               + ([f"backend={backend}"] if backend != "hf" else [])) or "default"
+            cfg = {**{k: getattr(a, k) for k in FLAGS}, "workload": workload, "threads": a.threads, "backend": backend}
+            out.append(Case({"workload": workload}, lambda cfg=cfg: common.run_worker("grpo", cfg, env), trl,
+                            {"variant": variant}))
     return out
 
 
 def _trl(a: SimpleNamespace) -> Any:
+    """TRL's run of the workload, measured once however many srlm_pl rows compare with it."""
+    done: list[Row] = []
+
     def run() -> Row:
+        if not done:
+            done.append(measure())
+        return done[0]
+
+    def measure() -> Row:
         out = common.run_trl("grpo_run.py", "--dataset", "gsm8k", "--max_steps", str(a.warmup + a.steps))
         return {"steps_done": out["steps_done"], "s_per_step": out["s_per_step_excl_first"],
                 "generation_s": out["generate_s_per_step_excl_first"],
@@ -94,6 +106,7 @@ def _mean(xs: list[float]) -> float | None:
 
 
 def worker(cfg: SimpleNamespace) -> Row:
+    from srlm_pl.generation.config import GenerationConfig
     from srlm_pl.models import ModelSpec
     from srlm_pl.modules.grpo import GRPOModule
     from srlm_pl.optim import AdamW, WarmupConstant
@@ -110,6 +123,7 @@ def worker(cfg: SimpleNamespace) -> Row:
                         temperature=1.0, beta=0.0, loss_aggregation="dapo", drop_zero_variance=False,
                         skip_zero_gradient_steps=False, loss_chunk_size=cfg.chunk,
                         share_prompt_forward=not cfg.no_share_prompt,
+                        generation=GenerationConfig(backend=cfg.backend),
                         optimizer=lambda p: AdamW(p, lr=1e-6, fused=True),
                         scheduler=lambda o, n: WarmupConstant(o, n))
     timer, wall = fit(module, _data(cfg, spec), steps=cfg.warmup + cfg.steps, device=cfg.device, metrics=LOGGED)
@@ -128,6 +142,8 @@ def worker(cfg: SimpleNamespace) -> Row:
         "completion_len_mean": mean("completion/len_mean", logged),
         "completion_len_max": max((r.get("completion/len_max", 0.0) for r in logged), default=None),
         "truncated_frac": mean("completion/truncated_frac", logged), "reward_mean": mean("reward/mean", logged),
+        "weight_sync_s": mean("time/weight_sync", timed), "logprob_diff_mean": mean("rollout/logprob_diff_mean", timed),
+        "engine_load_s": getattr(module._engines.get("policy"), "load_seconds", None),
         "peak_rss_gib": common.peak_rss_gib(), "fit_wall_s": wall, "device": cfg.device,
         "rows_per_step": cfg.prompts * cfg.group, "new_tokens": cfg.new_tokens})
     if synthetic_run:
