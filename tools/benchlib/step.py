@@ -79,9 +79,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _flag(g, "--no_share_prompt", action="store_true", help="log-prob forward over prompt + completion per row")
     _flag(g, "--no_lean", action="store_true", help="decode with the HF forward and cache (SRLM_LEAN_DECODE=0)")
     _flag(g, "--no_fused", action="store_true", help="generic chunked log-probs (SRLM_FUSED_CE=0)")
-    _flag(g, "--backend", nargs="+", choices=["hf", "vllm"], help="generation engine(s) of the rollouts (hf); vllm: "
-          "in-process, enforce_eager, the model's dtype, weights pushed after every step. Several: one row each, "
-          "TRL run once and every row's vs_trl against that run")
+    _flag(g, "--backend", nargs="+", choices=["hf", "vllm", "vllm-compiled"],
+          help="generation engine(s) of the rollouts (hf); vllm: in-process, enforce_eager (vllm-compiled: compiled), "
+          "the model's dtype, weights pushed after every step. Several: one row each, TRL run once and every row's "
+          "vs_trl against that run")
 
 
 def resolve(args: argparse.Namespace) -> SimpleNamespace:

@@ -123,7 +123,8 @@ def worker(cfg: SimpleNamespace) -> Row:
                         temperature=1.0, beta=0.0, loss_aggregation="dapo", drop_zero_variance=False,
                         skip_zero_gradient_steps=False, loss_chunk_size=cfg.chunk,
                         share_prompt_forward=not cfg.no_share_prompt,
-                        generation=GenerationConfig(backend=cfg.backend),
+                        generation=GenerationConfig(backend=cfg.backend.removesuffix("-compiled"),
+                                                    enforce_eager=not cfg.backend.endswith("-compiled")),
                         optimizer=lambda p: AdamW(p, lr=1e-6, fused=True),
                         scheduler=lambda o, n: WarmupConstant(o, n))
     timer, wall = fit(module, _data(cfg, spec), steps=cfg.warmup + cfg.steps, device=cfg.device, metrics=LOGGED)
@@ -143,7 +144,7 @@ def worker(cfg: SimpleNamespace) -> Row:
         "completion_len_max": max((r.get("completion/len_max", 0.0) for r in logged), default=None),
         "truncated_frac": mean("completion/truncated_frac", logged), "reward_mean": mean("reward/mean", logged),
         "weight_sync_s": mean("time/weight_sync", timed), "logprob_diff_mean": mean("rollout/logprob_diff_mean", timed),
-        "engine_load_s": getattr(module._engines.get("policy"), "load_seconds", None),
+        "engine_load_s": module.engine_load_s or None,
         "peak_rss_gib": common.peak_rss_gib(), "fit_wall_s": wall, "device": cfg.device,
         "rows_per_step": cfg.prompts * cfg.group, "new_tokens": cfg.new_tokens})
     if synthetic_run:
