@@ -107,11 +107,17 @@ def in_process_start() -> Iterator[None]:
             torch.cuda.set_rng_state_all(cuda_rng)
 
 
+def architecture(model: nn.Module) -> str:
+    """The transformers class name of ``model`` (under FSDP2, ``fully_shard`` makes a subclass ``FSDP<name>``)."""
+    base = unwrap_peft(model)
+    return next(c.__name__ for c in type(base).__mro__ if not c.__name__.startswith("FSDP"))
+
+
 def engine_folder(model: nn.Module, tokenizer: Any) -> str:
     """A temporary folder with the model's config (architecture set) and tokenizer, no weights."""
     base = unwrap_peft(model)
     config = base.config.__class__.from_dict(base.config.to_dict())
-    config.architectures = [type(base).__name__]
+    config.architectures = [architecture(base)]
     folder = tempfile.mkdtemp(prefix="srlm_vllm_")
     config.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -127,7 +133,7 @@ class VLLMEngine:
                  key: str = "model.init_args.generation") -> None:
         vllm = import_vllm(key)
         base = unwrap_peft(model)
-        arch = type(base).__name__
+        arch = architecture(base)
         if getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False):
             raise VLLMUnavailable(f"{key}.backend: vllm cannot take a bitsandbytes-quantized model ({arch}); use "
                                   "backend hf, or a policy without quantization")
