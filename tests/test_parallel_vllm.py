@@ -1,6 +1,6 @@
-"""GRPO under DDP and FSDP2 on 2 CPU processes (gloo) with ``generation.backend: vllm``: each process starts its own vLLM engine
-in-process beside Lightning's process group, samples its own prompts on it, and gets the DDP-trained weights pushed
-after every optimizer step (float32: the engines' log-probs then equal the training forward's). Skipped without
+"""GRPO under DDP and FSDP2 on 2 CPU processes (gloo) with ``generation.backend: vllm``: each process starts its own
+vLLM engine in-process beside Lightning's process group, samples its own prompts on it, and gets the trained weights
+pushed after every optimizer step (float32: the engines' log-probs then equal the training forward's). Skipped without
 vLLM. A real ``python -m srlm_pl fit`` subprocess in its own process group, killed as a whole on timeout."""
 
 from __future__ import annotations
